@@ -1,0 +1,7 @@
+"""``python -m annexsync``."""
+
+import sys
+
+from annexsync.cli.main import main
+
+sys.exit(main())
