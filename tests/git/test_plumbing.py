@@ -1,0 +1,105 @@
+"""The git plumbing layer against real git."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from annexsync.errors import NotARepositoryError
+from annexsync.git.attributes import CheckAttr
+from annexsync.git.catfile import CatFile, check_many
+from annexsync.git.config import GitConfig, set_config
+from annexsync.git.index import IndexEntry, ls_files_staged, private_index, update_index
+from annexsync.git.objects import BlobWriter, blob_oid, hash_paths
+from annexsync.git.refs import commit_tree, ls_tree, rev_parse, update_ref, write_tree
+from annexsync.git.runner import GitError, discover
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    git(tmp_path, "init", "-q", "-b", "main")
+    return tmp_path
+
+
+def test_blob_oid_matches_git(repo: Path) -> None:
+    for data in (b"", b"hello\n", bytes(range(256)) * 3):
+        (repo / "f").write_bytes(data)
+        assert blob_oid(data) == git(repo, "hash-object", "f").strip()
+
+
+def test_blob_writer_and_catfile_round_trip(repo: Path) -> None:
+    g = discover(repo)
+    blobs = [f"blob {i}\n".encode() * i for i in range(200)]
+    with BlobWriter(g) as w:
+        oids = [w.add(b) for b in blobs]
+    with CatFile(g) as cf:
+        got = cf.get_many(oids)
+        assert [o.data for _, o in got if o] == blobs
+        assert cf.get("0" * 40) is None
+        assert cf.get_blob(oids[5]) == blobs[5]
+    sizes = check_many(g, oids[:3])
+    assert sizes[oids[2]] == ("blob", len(blobs[2]))
+
+
+def test_private_index_builds_commit_without_touching_user_index(repo: Path) -> None:
+    g = discover(repo)
+    w = BlobWriter(g)
+    oid = w.add(b"content\n")
+    w.flush()
+    with private_index(g) as idx:
+        update_index(g, [IndexEntry("100644", oid, "dir/with space/é.txt")], idx)
+        tree = write_tree(g, idx)
+    commit = commit_tree(g, tree, [], "msg")
+    update_ref(g, "refs/heads/side", commit, "0" * 40)
+    assert rev_parse(g, "refs/heads/side") == commit
+    assert [e.path for e in ls_tree(g, commit)] == ["dir/with space/é.txt"]
+    assert list(ls_files_staged(g)) == []  # the real index is untouched
+    # compare-and-swap refuses a stale old value
+    with pytest.raises(GitError):
+        update_ref(g, "refs/heads/side", commit, "1" * 40)
+
+
+def test_hash_paths_writes_objects(repo: Path) -> None:
+    g = discover(repo)
+    (repo / "a").write_bytes(b"aaa")
+    (repo / "b c").write_bytes(b"bbb")
+    oids = hash_paths(g, ["a", "b c"])
+    assert oids == [blob_oid(b"aaa"), blob_oid(b"bbb")]
+    assert git(repo, "cat-file", "-p", oids[1]) == "bbb"
+
+
+def test_config_read_and_case_rules(repo: Path) -> None:
+    g = discover(repo)
+    set_config(g, "annex.largefiles", "largerthan=1kb")
+    set_config(g, "remote.MyRemote.annex-uuid", "u-1")
+    set_config(g, "remote.MyRemote.url", "/x")
+    cfg = GitConfig.read(g)
+    assert cfg.get("Annex.LargeFiles") == "largerthan=1kb"
+    assert cfg.get("remote.MyRemote.annex-uuid") == "u-1"
+    assert cfg.remotes() == ["MyRemote"]
+    assert cfg.get_bool("annex.nothing", True) is True
+
+
+def test_check_attr_batch(repo: Path) -> None:
+    (repo / ".gitattributes").write_text("*.bin annex.largefiles=anything\n")
+    g = discover(repo)
+    ca = CheckAttr(g, ["annex.largefiles"])
+    got = ca.get_many(["x.bin", "y.txt", "dir/z.bin"])
+    assert [d["annex.largefiles"] for d in got] == ["anything", None, "anything"]
+    assert ca.get("q.bin") == {"annex.largefiles": "anything"}
+    ca.close()
+
+
+def test_discover_errors_and_bare(tmp_path: Path) -> None:
+    with pytest.raises(NotARepositoryError, match="not in a git repository"):
+        discover(tmp_path)
+    git(tmp_path, "init", "-q", "--bare", "b.git")
+    g = discover(tmp_path / "b.git")
+    assert g.bare and g.git_dir == (tmp_path / "b.git").resolve()
