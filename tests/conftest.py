@@ -19,6 +19,10 @@ def hermetic(
     """Pin HOME, git config, identity and dates for every test (in os.environ too)."""
     home = tmp_path_factory.mktemp("home")
     env = hermetic_env(home)
+    # git-annex's hooks run "git annex ..."; the wheel's binary lives beside our Python.
+    ga = git_annex_binary()
+    if ga is not None:
+        env["PATH"] = os.path.dirname(ga) + os.pathsep + env.get("PATH", "")
     for name in list(os.environ):
         if name not in env:
             monkeypatch.delenv(name, raising=False)

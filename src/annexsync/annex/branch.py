@@ -10,8 +10,9 @@ shared ``cat-file --batch``: never ``git-annex:path`` lookups in a loop.
 *Changing* a branch file goes through the journal (:mod:`annexsync.annex.journal`)
 under its lock; a change function maps old content to new content.
 
-*Committing* stages every journal file into a private index loaded from the tip,
-writes one commit ("update", no trailing newline, as git-annex does) and moves
+*Committing* writes every journal file into one commit ("update", no trailing
+newline, as git-annex does) with one ``fast-import`` (only the trees on changed
+paths are rewritten), and moves
 ``refs/heads/git-annex`` with a compare-and-swap. If another process moved the
 branch meanwhile, our commit is union-merged with theirs. Journal files are removed
 only after the ref moved. We never write ``.git/annex/index`` or ``index.lck``: those
@@ -31,16 +32,15 @@ from dataclasses import dataclass
 from annexsync.annex.journal import Journal
 from annexsync.annex.logs import union_merge
 from annexsync.annex.repo import AnnexRepo
-from annexsync.git.index import IndexEntry, private_index, update_index
-from annexsync.git.objects import BlobWriter
+from annexsync.git.fastimport import commit_changes, committer_ident
 from annexsync.git.refs import (
     commit_tree,
+    diff_tree,
     for_each_ref,
     is_ancestor,
     ls_tree,
     rev_parse,
     update_ref,
-    write_tree,
 )
 from annexsync.git.runner import GitError
 
@@ -67,6 +67,13 @@ class AnnexBranch:
 
     # -- existence ---------------------------------------------------------------
     def tip(self) -> str | None:
+        """The branch's commit id (read from the ref file when loose: no git process)."""
+        try:
+            oid = (self.git.git_dir / REF).read_text().strip()
+            if len(oid) == 40:
+                return oid
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         return rev_parse(self.git, REF)
 
     def exists(self) -> bool:
@@ -154,12 +161,33 @@ class AnnexBranch:
             self.journal.write(path, new)
             return True
 
+    def change_and_commit(self, changes: dict[str, Callable[[bytes], bytes | None]],
+                          message: str = "update") -> str | None:
+        """Apply many changes and commit them, with the journal, in one commit.
+
+        For bulk work (thousands of location log lines) this skips writing a journal
+        file per change; it holds the journal lock throughout, so it is as safe
+        against concurrent git-annex writers as going through the journal.
+        """
+        with self.journal.locked():
+            old = self.read_many(changes)
+            new: dict[str, bytes] = {}
+            for path, fn in changes.items():
+                result = fn(old[path])
+                if result is not None and result != old[path]:
+                    new[path] = result
+            return self.commit(message, extra=new)
+
     # -- committing ----------------------------------------------------------------
-    def commit(self, message: str = "update") -> str | None:
-        """Commit every journal file in one commit; return the new tip (None if nothing)."""
+    def commit(self, message: str = "update", *,
+               extra: dict[str, bytes] | None = None) -> str | None:
+        """Commit every journal file (and ``extra`` contents, which win) in one commit.
+
+        Returns the new tip, or None when there was nothing to commit.
+        """
         with self.journal.locked():
             entries = self.journal.entries()
-            if not entries:
+            if not entries and not extra:
                 return None
             self.create()
             contents: dict[str, bytes] = {}
@@ -168,6 +196,7 @@ class AnnexBranch:
                     contents[path] = jfile.read_bytes()
                 except FileNotFoundError:
                     continue
+            contents.update(extra or {})
             tip = self._commit_contents(contents, message)
             for jfile in entries.values():
                 try:
@@ -180,13 +209,8 @@ class AnnexBranch:
         for _attempt in range(20):
             parent = self.tip()
             assert parent is not None
-            with private_index(self.git, parent) as index, BlobWriter(self.git) as blobs:
-                entries = [IndexEntry("100644", blobs.add(data), path)
-                           for path, data in sorted(contents.items())]
-                blobs.flush()
-                update_index(self.git, entries, index)
-                tree = write_tree(self.git, index)
-            commit = commit_tree(self.git, tree, [parent], message)
+            commit = commit_changes(self.git, parent, dict(contents), message,
+                                    ident=committer_ident(self.git, self.repo.config))
             try:
                 update_ref(self.git, REF, commit, parent)
             except GitError:
@@ -246,48 +270,32 @@ class AnnexBranch:
         raise GitError(["update-ref", REF], 1, b"the git-annex branch keeps moving")
 
     def _union_commit(self, tip: str, others: list[str], message: str) -> str:
-        with private_index(self.git, tip) as index:
-            for other in others:
-                changes = _diff_index(self, index, other)
-                if not changes:
+        """A merge commit of ``tip`` and ``others``: per differing file, the union of lines.
+
+        Union merge is associative and commutative, so folding the others one at a
+        time into a set of overrides gives the same result as merging them at once.
+        """
+        merged: dict[str, bytes] = {}
+        for other in others:
+            changes = [c for c in diff_tree(self.git, tip, other) if c.new_mode != "000000"]
+            need = {c.new_oid for c in changes}
+            need |= {c.old_oid for c in changes if c.old_mode != "000000"
+                     and c.path not in merged}
+            blobs = {oid: (obj.data if obj else b"")
+                     for oid, obj in self.repo.catfile.get_many(need)}
+            for c in changes:
+                theirs = blobs[c.new_oid]
+                if c.path in merged:
+                    ours = merged[c.path]
+                elif c.old_mode != "000000":
+                    ours = blobs[c.old_oid]
+                else:
+                    merged[c.path] = theirs
                     continue
-                need = {oid for _, ours, theirs in changes for oid in (ours, theirs) if oid}
-                blobs_by_oid = {oid: (obj.data if obj else b"")
-                                for oid, obj in self.repo.catfile.get_many(need)}
-                entries: list[IndexEntry] = []
-                with BlobWriter(self.git) as writer:
-                    for path, ours, theirs in changes:
-                        if ours is None:
-                            assert theirs is not None
-                            entries.append(IndexEntry("100644", theirs, path))
-                        elif theirs is None:
-                            continue  # deletions never propagate
-                        else:
-                            merged = union_merge(blobs_by_oid[ours], blobs_by_oid[theirs])
-                            entries.append(IndexEntry("100644", writer.add(merged), path))
-                update_index(self.git, entries, index)
-            tree = write_tree(self.git, index)
-        return commit_tree(self.git, tree, [tip, *others], message)
-
-
-def _diff_index(branch: AnnexBranch, index: str, other: str) -> list[tuple[str, str | None,
-                                                                           str | None]]:
-    """(path, our blob or None, their blob or None) for paths where index and ``other`` differ."""
-    out = branch.git.run("diff-index", "--raw", "-z", "-r", "--no-renames", "-l0", "--cached",
-                         other, env={"GIT_INDEX_FILE": index})
-    fields = out.split(b"\0")
-    result: list[tuple[str, str | None, str | None]] = []
-    i = 0
-    while i + 1 < len(fields):
-        meta = fields[i].decode()
-        if not meta.startswith(":"):
-            i += 1
-            continue
-        _src_mode, _dst_mode, theirs, ours, status = meta[1:].split(" ")
-        path = fields[i + 1].decode("utf-8", "surrogateescape")
-        i += 2
-        result.append((path, None if status == "D" else ours, None if status == "A" else theirs))
-    return result
+                merged[c.path] = union_merge(ours, theirs)
+        # Deletions never propagate: files only we have are simply kept.
+        return commit_changes(self.git, tip, merged, message, merge_parents=others,
+                              ident=committer_ident(self.git, self.repo.config))
 
 
 def _merge_message(refnames: list[str]) -> str:

@@ -41,6 +41,18 @@ def log_presence(branch: AnnexBranch, key: Key, uuid: str, present: bool,
                          lambda old: set_presence(old, uuid, status, ts))
 
 
+def log_presence_many(branch: AnnexBranch, keys: Iterable[Key], uuid: str, present: bool,
+                      when: Timestamp | None = None) -> str | None:
+    """Record presence for many keys and commit, in one git-annex branch commit."""
+    status = "1" if present else "0"
+    ts = when or now()
+
+    def setter(old: bytes) -> bytes | None:
+        return set_presence(old, uuid, status, ts)
+
+    return branch.change_and_commit({log_path(k.without_chunk()): setter for k in keys})
+
+
 def locations(branch: AnnexBranch, key: Key) -> set[str]:
     """UUIDs that have ``key`` according to the location log."""
     return present_infos(parse_presence_log(branch.read(log_path(key.without_chunk()))))

@@ -9,6 +9,9 @@ as they are use one ``hash-object -w --stdin-paths`` process for the whole batch
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+import zlib
 from collections.abc import Iterable, Sequence
 from subprocess import Popen
 
@@ -23,34 +26,49 @@ def blob_oid(data: bytes) -> str:
 
 
 class BlobWriter:
-    """Streams blobs into the object database through ``git fast-import``.
+    """Writes blobs into the object database.
 
-    Blobs become visible to other git processes after :meth:`close` (or :meth:`flush`).
+    A few small blobs are written as loose objects directly (no process at all);
+    past :attr:`LOOSE_LIMIT` blobs everything streams into one ``git fast-import``,
+    which packs them. Blobs are visible to other git processes after :meth:`flush`.
     """
+
+    LOOSE_LIMIT = 32
 
     def __init__(self, git: Git) -> None:
         self._git = git
         self._proc: Popen[bytes] | None = None
         self._written: set[str] = set()
+        self._pending: list[tuple[str, bytes]] = []
 
     def add(self, data: bytes) -> str:
         """Queue a blob; return its object id."""
         oid = blob_oid(data)
         if oid in self._written:
             return oid
-        if self._proc is None:
-            self._proc = self._git.popen(
-                "fast-import", "--quiet", "--done", stdout=None
-            )
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(b"blob\ndata %d\n" % len(data) + data + b"\n")
         self._written.add(oid)
+        if self._proc is None and len(self._pending) < self.LOOSE_LIMIT and len(data) < 65536:
+            self._pending.append((oid, data))
+            return oid
+        if self._proc is None:
+            self._proc = self._git.popen("fast-import", "--quiet", "--done", stdout=None)
+            for _, pending in self._pending:
+                self._send(pending)
+            self._pending.clear()
+        self._send(data)
         return oid
 
+    def _send(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(b"blob\ndata %d\n" % len(data) + data + b"\n")
+
     def flush(self) -> None:
-        """Finish the pack so every queued blob is in the repository."""
+        """Make every queued blob part of the repository."""
         proc, self._proc = self._proc, None
+        pending, self._pending = self._pending, []
         self._written.clear()
+        for oid, data in pending:
+            write_loose_object(self._git.git_dir, oid, b"blob", data)
         if proc is None:
             return
         assert proc.stdin is not None
@@ -77,6 +95,29 @@ class BlobWriter:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+def write_loose_object(git_dir: os.PathLike[str] | str, oid: str, otype: bytes,
+                       data: bytes) -> None:
+    """Write one loose object (zlib-compressed, temp file + rename, read-only) if absent."""
+    objdir = os.path.join(git_dir, "objects", oid[:2])
+    path = os.path.join(objdir, oid[2:])
+    if os.path.exists(path):
+        return
+    os.makedirs(objdir, exist_ok=True)
+    body = zlib.compress(otype + b" %d\0" % len(data) + data, 1)
+    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=objdir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def hash_paths(git: Git, paths: Sequence[str], *, write: bool = True) -> list[str]:

@@ -1,0 +1,96 @@
+"""Which work-tree files are annexed, and with which key.
+
+Read from the index (``ls-files -s``): symlink blobs are annex links when they point
+into ``/annex/objects/``; small regular blobs are pointer files (unlocked) when their
+content parses as one. Blobs are fetched in one pipelined batch; blob sizes are
+checked first so large git files are never read.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from annexsync.annex.keys import Key, parse_pointer, parse_symlink_target
+from annexsync.annex.repo import AnnexRepo
+from annexsync.git.catfile import check_many
+from annexsync.git.index import MODE_SYMLINK, StagedFile, ls_files_staged
+from annexsync.git.runner import Git
+
+MAX_POINTER_SIZE = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class AnnexedFile:
+    file: str
+    key: Key
+    locked: bool
+
+
+def annexed_files(repo: AnnexRepo, paths: Sequence[str] = ()) -> list[AnnexedFile]:
+    """Annexed files in the index under ``paths`` (relative to the top), in index order."""
+    staged = [s for s in ls_files_staged(repo.git, paths) if s.stage in (0, 2)]
+    symlinks = [s for s in staged if s.mode == MODE_SYMLINK]
+    regular = [s for s in staged if s.mode in ("100644", "100755")]
+    sizes = check_many(repo.git, {s.oid for s in regular})
+    maybe_pointers = [s for s in regular
+                      if (sz := sizes.get(s.oid)) is not None and sz[1] <= MAX_POINTER_SIZE]
+    want = {s.oid for s in symlinks} | {s.oid for s in maybe_pointers}
+    blobs = {oid: (obj.data if obj else b"") for oid, obj in repo.catfile.get_many(want)}
+    out: list[AnnexedFile] = []
+    for s in staged:
+        if s.mode == MODE_SYMLINK:
+            key = parse_symlink_target(blobs.get(s.oid, b""))
+            if key is not None:
+                out.append(AnnexedFile(s.path, key, True))
+        elif s.oid in blobs:
+            key = parse_pointer(blobs[s.oid])
+            if key is not None:
+                out.append(AnnexedFile(s.path, key, False))
+    return out
+
+
+def staged_literal(git: Git, paths: Sequence[str]) -> list[StagedFile]:
+    """Index entries of exactly these paths (no pathspec magic), in batches."""
+    out: list[StagedFile] = []
+    for i in range(0, len(paths), 500):
+        chunk = paths[i:i + 500]
+        raw = git.run("ls-files", "-s", "-z", "--full-name", "--", *chunk,
+                      env={"GIT_LITERAL_PATHSPECS": "1"})
+        for rec in raw.split(b"\0"):
+            if not rec:
+                continue
+            meta, path = rec.split(b"\t", 1)
+            mode, oid, stage = meta.decode().split(" ")
+            out.append(StagedFile(mode, oid, int(stage), path.decode("utf-8", "surrogateescape")))
+    return out
+
+
+def read_pointer_file(path: str | os.PathLike[str]) -> Key | None:
+    """The key a work-tree file points to when it is a pointer file (content absent).
+
+    Never follows symlinks and never reads more than a pointer can be; a populated
+    unlocked file, a directory or a missing file give None.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_POINTER_SIZE:
+            return None
+        data = os.read(fd, MAX_POINTER_SIZE + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return parse_pointer(data)
+
+
+def work_path(repo: AnnexRepo, file: str) -> Path:
+    """The absolute work-tree path of a top-relative file."""
+    return repo.top / file
