@@ -14,6 +14,7 @@ from annexsync.annex.repos import RepoMap
 from annexsync.annex.worktree import annexed_files
 from annexsync.cli.common import open_repo
 from annexsync.cli.output import emit_json, human_size, json_record
+from annexsync.transfers.info import transfers_in_progress
 
 NAME = "info"
 HELP = "show information about the repository"
@@ -63,7 +64,11 @@ def run(args: argparse.Namespace) -> int:
             "trusted repositories": [entry(u) for u in by_trust["trusted"]],
             "semitrusted repositories": [entry(u) for u in by_trust["semitrusted"]],
             "untrusted repositories": [entry(u) for u in by_trust["untrusted"]],
-            "transfers in progress": [],
+            "transfers in progress": [
+                {"file": info.associated_file, "key": str(t.key), "remote": t.uuid,
+                 "transfer": t.direction.value}
+                for t, info in transfers_in_progress(repo.annex_dir)
+            ],
             "local annex keys": len(local),
             "local annex size": human_size(sum(k.size or 0 for k in local)),
             "annexed files in working tree": len(files),
@@ -84,7 +89,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{trust} repositories: {len(us)}")
             for u in us:
                 print(f"\t{u} -- {repos.describe(u)}")
-        print("transfers in progress: none")
+        running = transfers_in_progress(repo.annex_dir)
+        if not running:
+            print("transfers in progress: none")
+        else:
+            print("transfers in progress: ")
+            for t, tinfo in running:
+                verb = "downloading" if t.direction.value == "download" else "uploading"
+                prep = "from" if t.direction.value == "download" else "to"
+                what = tinfo.associated_file or str(t.key)
+                who = repos.name_of(t.uuid) or repos.describe(t.uuid) or t.uuid
+                print(f"\t{verb} {what} {prep} {who}")
         for name in ("local annex keys", "local annex size", "annexed files in working tree",
                      "size of annexed files in working tree",
                      "combined annex size of all repositories"):

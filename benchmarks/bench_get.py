@@ -1,0 +1,140 @@
+"""Benchmark: ``annexsync get`` from a local clone against ``cp`` and ``git annex get``.
+
+Run on purpose (not collected by pytest)::
+
+    .venv/bin/python benchmarks/bench_get.py [--small N] [--big-mib M] [--runs R]
+
+Two scenarios, each in fresh clones, in a hermetic git environment:
+
+1. one 1 GiB file: ``cp`` of the object (and ``cp`` + ``sync`` of it, since
+   annexsync fsyncs what it stores), ``annexsync get`` and ``git annex get``;
+2. N small files (default 10,000): ``annexsync get`` and ``git annex get``.
+
+Medians of R runs (default 3; the small-file git-annex run once: it takes a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from annexsync.testing.gitenv import git_annex_binary, hermetic_env
+
+
+def sh(cwd: Path, env: dict[str, str], *args: str) -> None:
+    p = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{p.stdout.decode()}{p.stderr.decode()}")
+
+
+def timed(cwd: Path, env: dict[str, str], *args: str) -> float:
+    subprocess.run(["sync"], check=True)
+    t = time.perf_counter()
+    sh(cwd, env, *args)
+    return time.perf_counter() - t
+
+
+def rmtree(p: Path) -> None:
+    for root, dirs, _ in os.walk(p):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+    shutil.rmtree(p)
+
+
+def make_source(base: Path, env: dict[str, str], ga: str, files: dict[str, int]) -> Path:
+    src = base / "src"
+    src.mkdir()
+    sh(src, env, "git", "init", "-q", "-b", "master")
+    sh(src, env, ga, "init", "src")
+    for name, size in files.items():
+        p = src / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 1 << 24)
+                f.write(os.urandom(n) if size > 4096 else f"content {name}\n".encode()[:n])
+                left -= n
+    sh(src, env, ga, "add", "--jobs=2", ".")
+    sh(src, env, "git", "commit", "-q", "--no-verify", "-m", "add")
+    return src
+
+
+def fresh_clone(base: Path, env: dict[str, str], src: Path, name: str, tool: list[str]) -> Path:
+    dst = base / name
+    if dst.exists():
+        rmtree(dst)
+    sh(base, env, "git", "clone", "-q", str(src), str(dst))
+    sh(dst, env, *tool, "init", name)
+    return dst
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", type=int, default=10_000)
+    ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    args = ap.parse_args()
+    ga = git_annex_binary()
+    if ga is None:
+        raise SystemExit("git-annex not found")
+    annexsync = [sys.executable, "-m", "annexsync"]
+    base = Path(tempfile.mkdtemp(prefix="bench-get-", dir=args.dir))
+    env = hermetic_env(base / "home")
+    env["PATH"] = os.path.dirname(ga) + os.pathsep + env["PATH"]
+    try:
+        print(f"scratch: {base}")
+        # -- 1 GiB ---------------------------------------------------------------------
+        big = base / "big"
+        big.mkdir()
+        src = make_source(big, env, ga, {"big.bin": args.big_mib << 20})
+        obj = Path(os.path.realpath(src / "big.bin"))
+        cp_t, cps_t, ours_t, ga_t = [], [], [], []
+        for i in range(args.runs):
+            out = big / f"cp-{i}"
+            cp_t.append(timed(big, env, "cp", str(obj), str(out)))
+            os.unlink(out)
+            cps_t.append(timed(big, env, "sh", "-c", f"cp '{obj}' '{out}' && sync '{out}'"))
+            os.unlink(out)
+            d = fresh_clone(big, env, src, "ours", annexsync)
+            ours_t.append(timed(d, env, *annexsync, "get", "big.bin"))
+            d = fresh_clone(big, env, src, "theirs", [ga])
+            ga_t.append(timed(d, env, ga, "get", "big.bin"))
+        m = statistics.median
+        print(f"\n1 file of {args.big_mib} MiB, median of {args.runs}:")
+        print(f"  cp                   {m(cp_t):7.2f} s")
+        print(f"  cp + sync            {m(cps_t):7.2f} s")
+        print(f"  annexsync get        {m(ours_t):7.2f} s   "
+              f"{m(ours_t) / m(cp_t):.2f}x cp, {m(ours_t) / m(cps_t):.2f}x cp+sync")
+        print(f"  git annex get        {m(ga_t):7.2f} s   {m(ga_t) / m(cp_t):.2f}x cp")
+        rmtree(big)
+        # -- many small files --------------------------------------------------------------
+        small = base / "small"
+        small.mkdir()
+        files = {f"d{i % 100:02d}/f{i}.txt": 20 for i in range(args.small)}
+        src = make_source(small, env, ga, files)
+        ours_s = []
+        for _ in range(args.runs):
+            d = fresh_clone(small, env, src, "ours", annexsync)
+            ours_s.append(timed(d, env, *annexsync, "get"))
+        d = fresh_clone(small, env, src, "theirs", [ga])
+        ga_s = timed(d, env, ga, "get")
+        print(f"\n{args.small} small files:")
+        print(f"  annexsync get        {m(ours_s):7.2f} s  (median of {args.runs})")
+        print(f"  git annex get        {ga_s:7.2f} s")
+        print(f"  speed-up             {ga_s / m(ours_s):7.1f}x")
+    finally:
+        rmtree(base)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

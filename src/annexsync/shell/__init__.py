@@ -1,0 +1,1 @@
+"""annexsync-shell: the restricted entry point that serves one repository over ssh."""

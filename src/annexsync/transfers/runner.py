@@ -1,0 +1,627 @@
+"""Running transfers: verified downloads into the object store, uploads to remotes.
+
+Theory of operation
+-------------------
+One :class:`Transfers` object serves one command (or one assistant worker). Each
+:meth:`~Transfers.download` / :meth:`~Transfers.upload` of a key:
+
+1. takes the transfer lock and writes the info file (:mod:`.info`), here and, for a
+   local git remote, also in the remote repository from its point of view (our
+   download is its upload), as git-annex does;
+2. moves the bytes through a *meter* that updates the info files every 1%,
+   throttles to ``annex.bwlimit`` (token bucket on the injected clock), feeds stall
+   detection (``annex.stalldetection``, plus a watchdog thread for a remote that
+   blocks without reporting progress) and reports progress to the caller;
+3. retries failures like git-annex's ``stdRetry``: up to ``annex.forward-retry``
+   (default 5) more attempts while each one moved bytes forward, and
+   ``annex.retry`` attempts with ``annex.retry-delay`` doubling back-off;
+4. records the result: success clears a failed record, failure writes one.
+
+A download writes ``.git/annex/tmp/<keyfile>``, resuming from its size (the prefix
+is hashed first), and hashes the bytes as they land; a remote that can hand us a
+local file descriptor (local clone, directory remote) is copied with
+``copy_file_range``/reflink by :mod:`.localcopy`. Wrong size or hash: the temp file
+is deleted and nothing enters the store. Verified content is fsynced and renamed
+into the store. Small keys are made durable in batches: their verified temp files
+are staged, then one ``syncfs`` makes them durable before they are renamed into
+the store, and a second one before the location log records them — one fsync per
+small file would cost more than the copy.
+
+Location changes go to :class:`.locationlog.LocationRecorder` (ours: batched
+commits; a local remote's: its journal); :meth:`Transfers.close` flushes
+everything. Results are reported through ``on_done`` once they are final.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from annexsync.annex.backends import Hasher, hasher_for_key
+from annexsync.annex.keys import Key
+from annexsync.annex.locks import LockBusy
+from annexsync.annex.objects import ObjectStore
+from annexsync.annex.repo import AnnexRepo
+from annexsync.errors import AnnexError
+from annexsync.git.config import GitConfig
+from annexsync.remotes.base import (
+    KeyNotPresent,
+    Remote,
+    RemoteError,
+    TransferAborted,
+)
+from annexsync.transfers.clock import SYSTEM_CLOCK, Clock
+from annexsync.transfers.info import Direction, Transfer, TransferAlreadyRunning, TransferRecord
+from annexsync.transfers.localcopy import CHUNK, copy_verify, hash_prefix
+from annexsync.transfers.locationlog import LocationRecorder
+from annexsync.transfers.ratelimit import (
+    FixedRate,
+    RateController,
+    StallDetector,
+    StallSpec,
+    Throttle,
+    parse_bwlimit,
+    parse_stalldetection,
+)
+
+__all__ = [
+    "LocalContentRemote",
+    "PeerRepoRemote",
+    "Progress",
+    "TransferResult",
+    "TransferSettings",
+    "Transfers",
+    "VerificationFailed",
+    "download",
+    "upload",
+]
+
+#: Keys below this size are made durable in batches (see the module docstring).
+SMALL_KEY = 1 << 20
+_BATCH_FILES = 2048
+_BATCH_BYTES = 64 << 20
+
+
+class VerificationFailed(RemoteError):
+    """The received bytes do not match the key."""
+
+
+@runtime_checkable
+class LocalContentRemote(Protocol):
+    """A remote whose content is a file on this machine (fast local copies)."""
+
+    def open_content(self, key: Key) -> int:
+        """A read-only fd of the key's content; raises KeyNotPresent/RemoteUnavailable."""
+        ...
+
+
+@runtime_checkable
+class PeerRepoRemote(Protocol):
+    """A remote that is a git-annex repository on this machine."""
+
+    def peer_annex_dir(self) -> Path:
+        """Its annex directory (for its transfer records)."""
+        ...
+
+    def location_recorder(self) -> LocationRecorder:
+        """Records changes in its own location log (its journal)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Per-remote, per-direction knobs from git config (git-annex's names)."""
+
+    bwlimit: float | None = None
+    stall: StallSpec | None = None
+    retry: int = 0
+    retry_delay: float = 1.0
+    forward_retry: int = 5
+
+    @classmethod
+    def from_config(cls, cfg: GitConfig, remote: str | None, direction: Direction
+                    ) -> TransferSettings:
+        """``remote.NAME.annex-X`` beats ``annex.X``; ``-upload``/``-download`` beat both."""
+        d = direction.value
+
+        def get(name: str) -> str | None:
+            if remote is not None:
+                for n in (f"remote.{remote}.annex-{name}-{d}", f"remote.{remote}.annex-{name}"):
+                    v = cfg.get(n)
+                    if v is not None:
+                        return v
+            for n in (f"annex.{name}-{d}", f"annex.{name}"):
+                v = cfg.get(n)
+                if v is not None:
+                    return v
+            return None
+
+        def num(name: str, default: float) -> float:
+            v = get(name)
+            try:
+                return float(v) if v is not None else default
+            except ValueError:
+                return default
+
+        try:
+            stall = parse_stalldetection(get("stalldetection"))
+        except ValueError as e:
+            raise AnnexError(f"bad annex.stalldetection: {e}") from None
+        return cls(bwlimit=parse_bwlimit(get("bwlimit")), stall=stall,
+                   retry=int(num("retry", 0)), retry_delay=num("retry-delay", 1.0),
+                   forward_retry=int(num("forward-retry", 5)))
+
+
+@dataclass
+class Progress:
+    """Progress of one transfer, as data (for terminals, JSON and status APIs)."""
+
+    key: Key
+    file: str | None
+    direction: Direction
+    remote: str
+    bytes_done: int
+    total: int | None
+    started: float
+    now: float
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second since the transfer started."""
+        dt = self.now - self.started
+        return self.bytes_done / dt if dt > 0 else 0.0
+
+
+@dataclass
+class TransferResult:
+    """The outcome of one transfer."""
+
+    key: Key
+    file: str | None
+    direction: Direction
+    remote: str
+    success: bool
+    error: str | None = None
+    note: str | None = None
+    bytes: int = 0
+    skipped: bool = False  # nothing to do (already present)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _syncfs(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    except (AttributeError, OSError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+class _FdSink:
+    """A Sink writing to our temp file at a position, hashing as it writes."""
+
+    def __init__(self, fd: int, pos: int, hasher: Hasher | None) -> None:
+        self.fd = fd
+        self.pos = pos
+        self.hasher = hasher
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], self.pos + done)
+        if self.hasher is not None:
+            self.hasher.update(view)
+        self.pos += len(view)
+        return len(view)
+
+
+class _Meter:
+    """Counts bytes; updates records, throttles, detects stalls, reports progress."""
+
+    def __init__(self, owner: Transfers, records: list[TransferRecord], progress: Progress,
+                 throttle: Throttle | None, stall: StallDetector | None,
+                 abort: threading.Event) -> None:
+        self.owner = owner
+        self.records = records
+        self.p = progress
+        self.throttle = throttle
+        self.stall = stall
+        self.abort = abort
+        self.lock = threading.Lock()
+        self.abort_reason = "transfer cancelled"
+
+    def __call__(self, n: int) -> None:
+        p = self.p
+        p.bytes_done += n
+        for r in self.records:
+            r.progress(p.bytes_done)
+        if self.throttle is not None:
+            self.throttle(n)
+        clock = self.owner.clock
+        if self.stall is not None:
+            with self.lock:
+                self.stall.progress()
+                stalled = self.stall.check(clock.monotonic(), p.bytes_done)
+            if stalled:
+                self.abort_reason = "transfer stalled"
+                self.abort.set()
+        if self.abort.is_set():
+            raise TransferAborted(self.abort_reason)
+        cb = self.owner.on_progress
+        if cb is not None:
+            p.now = clock.monotonic()
+            cb(p)
+
+
+@dataclass
+class _Staged:
+    key: Key
+    tmp: Path
+    result: TransferResult
+
+
+class Transfers:
+    """Downloads and uploads for one command; see the module docstring."""
+
+    def __init__(self, repo: AnnexRepo, *, clock: Clock = SYSTEM_CLOCK,
+                 recorder: LocationRecorder | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_done: Callable[[TransferResult], None] | None = None,
+                 rate_controller: Callable[[Remote, Direction], RateController] | None = None,
+                 batch_durability: bool = True) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.uuid = repo.uuid
+        self.store = ObjectStore(repo.annex_dir, bare=repo.bare)
+        self.recorder = recorder or LocationRecorder(repo, mode="commit",
+                                                     monotonic=clock.monotonic)
+        self.on_progress = on_progress
+        self.on_done = on_done
+        self.rate_controller = rate_controller
+        self.batch_durability = batch_durability
+        self._peer_recorders: dict[str, LocationRecorder] = {}
+        self._staged: list[_Staged] = []
+        self._staged_bytes = 0
+        self._lock = threading.Lock()
+        self._settings: dict[tuple[str, Direction], TransferSettings] = {}
+
+    # -- configuration ---------------------------------------------------------------
+    def settings(self, remote: Remote, direction: Direction) -> TransferSettings:
+        k = (remote.info.name, direction)
+        s = self._settings.get(k)
+        if s is None:
+            s = TransferSettings.from_config(self.repo.config, remote.info.name, direction)
+            self._settings[k] = s
+        return s
+
+    def _peer_recorder(self, remote: Remote) -> LocationRecorder | None:
+        if not isinstance(remote, PeerRepoRemote):
+            return None
+        with self._lock:
+            rec = self._peer_recorders.get(remote.info.uuid)
+            if rec is None:
+                rec = remote.location_recorder()
+                self._peer_recorders[remote.info.uuid] = rec
+            return rec
+
+    # -- the shared skeleton --------------------------------------------------------------
+    @contextmanager
+    def _records(self, remote: Remote, direction: Direction, key: Key,
+                 file: str | None) -> Iterator[list[TransferRecord]]:
+        now_ns = self.clock.time_ns()
+        recs = [TransferRecord.begin(self.repo.annex_dir, Transfer(direction, remote.info.uuid,
+                                                                    key), file, now_ns)]
+        try:
+            if isinstance(remote, PeerRepoRemote):
+                other = Direction.UPLOAD if direction is Direction.DOWNLOAD else Direction.DOWNLOAD
+                try:
+                    recs.append(TransferRecord.begin(remote.peer_annex_dir(),
+                                                     Transfer(other, self.uuid, key), file,
+                                                     now_ns))
+                except TransferAlreadyRunning:
+                    raise
+                except OSError:
+                    pass  # a read-only remote: git-annex skips its records too
+        except BaseException:
+            for r in recs:
+                r.finish(False)
+            raise
+        ok = False
+        try:
+            yield recs
+            ok = True
+        finally:
+            for r in recs:
+                r.finish(ok)
+
+    def _run(self, remote: Remote, direction: Direction, key: Key, file: str | None,
+             attempt_fn: Callable[[_Meter], int], partial: Callable[[], int]) -> int:
+        """Run ``attempt_fn`` under transfer records with meter and retries."""
+        settings = self.settings(remote, direction)
+        with self._records(remote, direction, key, file) as recs:
+            old = partial()
+            n = 0
+            while True:
+                abort = threading.Event()
+                progress = Progress(key, file, direction, remote.info.name, old, key.size,
+                                    self.clock.monotonic(), self.clock.monotonic())
+                throttle = self._throttle(remote, direction, settings)
+                stall = (StallDetector(settings.stall, self.clock.monotonic())
+                         if settings.stall is not None else None)
+                meter = _Meter(self, recs, progress, throttle, stall, abort)
+                watchdog = self._watchdog(meter, remote) if stall is not None else None
+                try:
+                    return attempt_fn(meter)
+                except (KeyNotPresent, VerificationFailed, TransferAlreadyRunning):
+                    raise
+                except (RemoteError, OSError) as e:
+                    new = partial()
+                    n += 1
+                    forward = new > old and n <= settings.forward_retry
+                    configured = n <= settings.retry
+                    if not (forward or configured):
+                        raise
+                    if configured:
+                        self.clock.sleep(settings.retry_delay * 2 ** (n - 1))
+                    old = new
+                    del e
+                finally:
+                    if watchdog is not None:
+                        watchdog()
+
+    def _throttle(self, remote: Remote, direction: Direction,
+                  settings: TransferSettings) -> Throttle | None:
+        if self.rate_controller is not None:
+            controller = self.rate_controller(remote, direction)
+        elif settings.bwlimit is not None:
+            controller = FixedRate(settings.bwlimit)
+        else:
+            return None
+        return Throttle(controller, self.clock.monotonic, self.clock.sleep)
+
+    def _watchdog(self, meter: _Meter, remote: Remote) -> Callable[[], None]:
+        """A thread that notices a stall when the remote blocks without progress."""
+        stop = threading.Event()
+        assert meter.stall is not None
+        interval = max(0.05, min(1.0, meter.stall.spec.seconds / 4))
+
+        def watch() -> None:
+            while not stop.wait(interval):
+                with meter.lock:
+                    assert meter.stall is not None
+                    stalled = meter.stall.check(self.clock.monotonic(), meter.p.bytes_done)
+                if stalled:
+                    meter.abort_reason = "transfer stalled"
+                    meter.abort.set()
+                    cancel = getattr(remote, "abort_transfers", None)
+                    if callable(cancel):
+                        cancel()
+                    return
+
+        t = threading.Thread(target=watch, daemon=True, name="stall-watchdog")
+        t.start()
+
+        def stop_it() -> None:
+            stop.set()
+            t.join()
+
+        return stop_it
+
+    # -- downloads -----------------------------------------------------------------------
+    def download(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
+        """Get ``key`` from ``remote`` into the object store (verified)."""
+        res = TransferResult(key, file, Direction.DOWNLOAD, remote.info.name, False)
+        if self.store.has(key):
+            res.success, res.skipped = True, True
+            return self._done(res)
+        tmp = self.store.tmp_path(key)
+        try:
+            nbytes = self._run(remote, Direction.DOWNLOAD, key, file,
+                               lambda m: self._download_attempt(remote, key, tmp, m),
+                               lambda: _size(tmp))
+        except (RemoteError, AnnexError, OSError) as e:
+            res.error = _message(e)
+            return self._done(res)
+        res.bytes = nbytes
+        size = key.size if key.size is not None else nbytes
+        if self.batch_durability and size < SMALL_KEY:
+            # Verified already; durable, stored and logged at the next batch commit.
+            # A failure there is reported again through ``on_done`` (extra["late"]).
+            res.success = True
+            res.extra["staged"] = True
+            with self._lock:
+                self._staged.append(_Staged(key, tmp, res))
+                self._staged_bytes += size
+                due = len(self._staged) >= _BATCH_FILES or self._staged_bytes >= _BATCH_BYTES
+            self._done(res)
+            if due:
+                self.commit_staged()
+            return res
+        try:
+            self.store.move_in(key, tmp, durable=True)
+        except OSError as e:
+            res.error = _message(e)
+            return self._done(res)
+        self.recorder.record(key, self.uuid, True)
+        res.success = True
+        return self._done(res)
+
+    def _download_attempt(self, remote: Remote, key: Key, tmp: Path, meter: _Meter) -> int:
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            offset = os.fstat(fd).st_size
+            if key.size is not None and offset > key.size:
+                os.ftruncate(fd, 0)
+                offset = 0
+            meter.p.bytes_done = offset
+            hasher = hasher_for_key(key)
+            if isinstance(remote, LocalContentRemote):
+                src = remote.open_content(key)
+                try:
+                    t = meter.throttle
+                    total = copy_verify(src, fd, start=offset, size=key.size, hasher=hasher,
+                                        meter=meter,
+                                        chunk=t.chunk_size(CHUNK) if t else CHUNK,
+                                        allow_fast=t is None or not t.limited)
+                finally:
+                    os.close(src)
+            else:
+                hash_prefix(fd, offset, hasher)
+                sink = _FdSink(fd, offset, hasher)
+                remote.retrieve(key, sink, offset, meter)
+                total = sink.pos
+            ok = key.size is None or total == key.size
+            if ok and hasher is not None:
+                ok = hasher.hexdigest() == key.hash_digest
+        finally:
+            os.close(fd)
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise VerificationFailed("verification of content failed")
+        return total
+
+    def commit_staged(self) -> None:
+        """Make staged small downloads durable, move them in, record and report them."""
+        with self._lock:
+            staged, self._staged = self._staged, []
+            self._staged_bytes = 0
+        if not staged:
+            return
+        _syncfs(self.store.tmp_dir)
+        moved: list[_Staged] = []
+        for s in staged:
+            try:
+                self.store.move_in(s.key, s.tmp)
+                moved.append(s)
+            except FileNotFoundError:
+                if self.store.has(s.key):  # another process moved it in for us
+                    moved.append(s)
+                else:
+                    self._late_failure(s.result, "temporary file vanished before it was stored")
+            except OSError as e:
+                self._late_failure(s.result, _message(e))
+        if moved:
+            _syncfs(self.store.objects_dir)
+        for s in moved:
+            self.recorder.record(s.key, self.uuid, True)
+
+    def _late_failure(self, res: TransferResult, error: str) -> None:
+        res.success = False
+        res.error = error
+        res.extra["late"] = True
+        self._done(res)
+
+    # -- uploads -------------------------------------------------------------------------
+    def upload(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
+        """Send ``key`` (present here) to ``remote``; the remote stores it atomically."""
+        res = TransferResult(key, file, Direction.UPLOAD, remote.info.name, False)
+        if remote.info.readonly:
+            res.error = f"{remote.info.name} is read-only"
+            return self._done(res)
+        try:
+            lock = self.store.lock_shared(key)
+        except LockBusy:
+            res.error = "content is being dropped here"
+            return self._done(res)
+        except OSError as e:
+            res.error = _message(e)
+            return self._done(res)
+        try:
+            src = self.store.find(key)
+            if src is None:
+                res.error = "content not present here"
+                return self._done(res)
+            done = [0]
+
+            def attempt(meter: _Meter) -> int:
+                meter.p.bytes_done = 0
+                remote.store(key, src, meter)
+                done[0] = meter.p.bytes_done
+                return meter.p.bytes_done
+
+            res.bytes = self._run(remote, Direction.UPLOAD, key, file, attempt,
+                                  lambda: done[0])
+        except (RemoteError, AnnexError, OSError) as e:
+            res.error = _message(e)
+            return self._done(res)
+        finally:
+            lock.release()
+        self.record_remote(remote, key, True)
+        res.success = True
+        return self._done(res)
+
+    def record_remote(self, remote: Remote, key: Key, present: bool) -> None:
+        """Log that ``remote`` has (or lacks) ``key``: in our log and the remote's own."""
+        self.recorder.record(key, remote.info.uuid, present)
+        peer = self._peer_recorder(remote)
+        if peer is not None:
+            peer.record(key, remote.info.uuid, present)
+
+    # -- the end ------------------------------------------------------------------------
+    def _done(self, res: TransferResult) -> TransferResult:
+        if self.on_done is not None:
+            self.on_done(res)
+        return res
+
+    def flush(self) -> None:
+        """Finish staged downloads and write all pending location changes."""
+        self.commit_staged()
+        self.recorder.flush()
+        for rec in self._peer_recorders.values():
+            rec.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> Transfers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, AnnexError):
+        if e.errno == errno.ENOSPC:
+            return "not enough free space"
+        return e.strerror or str(e)
+    return str(e)
+
+
+def download(repo: AnnexRepo, remote: Remote, key: Key, associated_file: str | None = None,
+             *, clock: Clock = SYSTEM_CLOCK) -> TransferResult:
+    """Download one key (a one-shot :class:`Transfers`, committed before returning)."""
+    with Transfers(repo, clock=clock, batch_durability=False) as t:
+        return t.download(remote, key, associated_file)
+
+
+def upload(repo: AnnexRepo, remote: Remote, key: Key, associated_file: str | None = None,
+           *, clock: Clock = SYSTEM_CLOCK) -> TransferResult:
+    """Upload one key (a one-shot :class:`Transfers`, committed before returning)."""
+    with Transfers(repo, clock=clock, batch_durability=False) as t:
+        return t.upload(remote, key, associated_file)
