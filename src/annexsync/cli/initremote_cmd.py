@@ -23,12 +23,13 @@ from annexsync.errors import AnnexError
 from annexsync.git.config import set_config
 
 NAME = "initremote"
-HELP = "create a special remote (type=directory)"
+HELP = "create a special remote (type=directory or type=rsync)"
 DESCRIPTION = """\
 Create special remote NAME, recorded in the git-annex branch (remote.log) the way
 git-annex records it, so every clone (and git-annex) can enable it. Supported:
 
   annexsync initremote NAME type=directory directory=PATH encryption=none
+  annexsync initremote NAME type=rsync rsyncurl=[HOST:]PATH encryption=none
 
 PATH must exist; it is stored in this clone's git config
 (remote.NAME.annex-directory), not in remote.log, so it may differ per clone.
@@ -77,25 +78,35 @@ def run(args: argparse.Namespace) -> int:
         kind = params.get("type")
         if not kind:
             raise AnnexError("Specify the type of remote with type=")
-        if kind != "directory":
+        if kind not in ("directory", "rsync"):
             raise AnnexError(f"annexsync cannot create type={kind} special remotes "
-                             "(supported: directory)")
+                             "(supported: directory, rsync)")
         if "encryption" not in params:
             raise AnnexError("Specify encryption=none (encrypted remotes are not supported)")
         if params["encryption"] != "none":
             raise AnnexError("only encryption=none is supported")
         if params.get("chunk") or params.get("chunksize"):
-            raise AnnexError("chunked directory remotes are not supported yet")
-        directory = params.pop("directory", None)
-        if not directory:
-            raise AnnexError("Specify directory=")
+            raise AnnexError(f"chunked {kind} remotes are not supported yet")
         if any(c.get("name") == args.name for c in special_remotes(branch).values()):
             raise AnnexError(f"There is already a special remote named {args.name}. "
                              "(Use enableremote to enable an existing special remote.)")
         if repo.config.get(f"remote.{args.name}.url") is not None:
             raise AnnexError(f"There is already a remote named {args.name}")
         u = str(uuidlib.uuid4())
-        configure_directory(repo, args.name, u, directory)
+        if kind == "directory":
+            directory = params.pop("directory", None)
+            if not directory:
+                raise AnnexError("Specify directory=")
+            configure_directory(repo, args.name, u, directory)
+        else:
+            from annexsync.remotes.rsync import configure_rsync
+
+            params = configure_rsync(repo, args.name, u, params)
+            url = params.get("rsyncurl", "")
+            if ":" not in url.split("/", 1)[0]:
+                # a local path: create it now, so that later a missing directory means
+                # "not mounted" rather than "empty"
+                os.makedirs(os.path.expanduser(url), exist_ok=True)
         config = {**params, "name": args.name}
         ts = now()
         value = format_remote_config(config)

@@ -240,6 +240,8 @@ def load_remotes(repo: AnnexRepo, branch: AnnexBranch | None = None, *,
     """
     out: list[Remote] = []
     for spec in remote_specs(repo, branch):
+        if spec.kind == "ssh" and not spec.special and not spec.uuid and not spec.ignore:
+            spec.uuid = _discover_ssh(repo, spec)
         if (spec.ignore and not include_ignored) or not spec.uuid:
             continue
         try:
@@ -248,6 +250,24 @@ def load_remotes(repo: AnnexRepo, branch: AnnexBranch | None = None, *,
             if not skip_unsupported:
                 raise
     return out
+
+
+_ssh_tried: set[tuple[str, str]] = set()
+
+
+def _discover_ssh(repo: AnnexRepo, spec: RemoteSpec) -> str:
+    """Ask an ssh remote for its UUID once per process (git-annex does it on first
+    contact and caches it in remote.NAME.annex-uuid); "" if it has none or is down."""
+    ident = (str(repo.git_dir), spec.name)
+    if ident in _ssh_tried or spec.url is None:
+        return ""
+    _ssh_tried.add(ident)
+    from annexsync.remotes.p2p import discover_ssh_uuid
+
+    try:
+        return discover_ssh_uuid(repo, spec.name, spec.url) or ""
+    except (OSError, AnnexError):
+        return ""
 
 
 def find_remote(remotes: list[Remote], name: str) -> Remote:
