@@ -14,6 +14,12 @@ Theory of operation
    symlink in its place. Any failure after the rename moves the content back, so the
    file is never lost. A file that changed while being hashed is skipped, never
    stored under a wrong key.
+   *Unlocked* (``add --unlocked``, ``annex.addunlocked``): the file stays a regular
+   file; its content is copied into the store while it is hashed (hard-linked with
+   ``annex.thin``; see :func:`annexsync.annex.unlocked.ingest_copy`), the index gets
+   the pointer blob ``/annex/objects/KEY\n`` (mode 100644/100755), the keys database
+   records the file and its inode cache, and the paths are refreshed in the index
+   (``update-index --refresh``, answered from that cache) so ``git status`` is clean.
 3. *Record*: symlink blobs are streamed into one ``fast-import``, small files into one
    ``hash-object --stdin-paths``; the index is updated by one
    ``update-index --index-info``; location log lines go through the journal and are
@@ -30,11 +36,15 @@ from dataclasses import dataclass, field
 
 from annexsync.annex.backends import get_backend, hash_file
 from annexsync.annex.branch import AnnexBranch
-from annexsync.annex.keys import Key, symlink_target
+from annexsync.annex.keys import Key, parse_symlink_target, pointer_content, symlink_target
+from annexsync.annex.keysdb import KeysDb
 from annexsync.annex.largefiles import LargeFiles
 from annexsync.annex.location import log_presence_many, now
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
+from annexsync.annex.restage import refresh_paths
+from annexsync.annex.unlocked import Ingested, OtherTmp, addunlocked_matcher, ingest_copy
+from annexsync.annex.worktree import unlocked_in_index
 from annexsync.errors import AnnexError
 from annexsync.git.index import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, IndexEntry, ls_files
 from annexsync.git.index import update_index as git_update_index
@@ -77,7 +87,10 @@ class Adder:
 
     def __init__(self, repo: AnnexRepo, branch: AnnexBranch, *, backend: str | None = None,
                  force_large: bool = False, force_small: bool = False,
-                 progress: Callable[[Progress], None] | None = None) -> None:
+                 progress: Callable[[Progress], None] | None = None,
+                 unlocked: bool | None = None) -> None:
+        """``unlocked``: add large files unlocked (True), locked (False), or as
+        ``annex.addunlocked`` says (None, the default)."""
         self.repo = repo
         self.branch = branch
         cfg = repo.config
@@ -93,6 +106,9 @@ class Adder:
         self._made_dirs: set[str] = set()
         self.top = str(repo.top)
         self.annex_dir = str(repo.annex_dir)
+        self.wants_unlocked = addunlocked_matcher(repo, unlocked)
+        self._unlocked: list[tuple[str, Ingested]] = []
+        self._tmp: OtherTmp | None = None
 
     # -- selection -----------------------------------------------------------------
     def candidates(self, paths: Sequence[str]) -> list[tuple[str, str]]:
@@ -130,6 +146,9 @@ class Adder:
                                          force_large=self.force_large,
                                          force_small=self.force_small,
                                          dotfiles=self.dotfiles)
+        # A modified file that is unlocked in the index stays unlocked.
+        staged_unlocked = unlocked_in_index(self.repo, [f for f in regular if large.get(f, True)]
+                                            ) if not self.repo.bare else {}
         index: list[IndexEntry] = []
         small: list[tuple[str, str, os.stat_result]] = []
         results: list[AddResult] = []
@@ -143,11 +162,30 @@ class Adder:
                     except OSError as e:
                         results.append(AddResult(f, False, error=e.strerror, input=inp))
                         continue
+                    key = parse_symlink_target(target)
+                    if key is not None:
+                        # An annex link moved to another directory points nowhere:
+                        # fix it (as git-annex's watcher does) before staging it.
+                        target = self._fix_link(f, key, target)
                     oid = blobs.add(os.fsencode(target))
                     index.append(IndexEntry(MODE_SYMLINK, oid, f))
-                    results.append(AddResult(f, True, note="symlink", input=inp))
+                    results.append(AddResult(f, True, key=key, note="symlink", input=inp))
                 elif not stat.S_ISREG(st.st_mode):
                     results.append(AddResult(f, False, error="not a regular file", input=inp))
+                elif large.get(f, True) and not self.repo.bare and (
+                        f in staged_unlocked or self.wants_unlocked(f, st.st_size)):
+                    try:
+                        ing = self._ingest_unlocked(f)
+                    except (AnnexError, OSError) as e:
+                        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                        results.append(AddResult(f, False, error=msg, input=inp))
+                        self._advance(st.st_size)
+                        continue
+                    mode = MODE_EXECUTABLE if ing.executable else MODE_FILE
+                    index.append(IndexEntry(mode, blobs.add(pointer_content(ing.key)), f))
+                    added.append(ing.key)
+                    results.append(AddResult(f, True, key=ing.key, input=inp))
+                    self._advance(st.st_size)
                 elif large.get(f, True):
                     try:
                         key, target = self._ingest(f, st)
@@ -175,9 +213,35 @@ class Adder:
                     results.append(AddResult(f, True, note=note, input=inp))
                     self._advance(st.st_size)
             self._update_index(index)
+        self._finish_unlocked()
         # One commit for the whole batch (with anything already in the journal).
         log_presence_many(self.branch, added, self.uuid, True, ts)
         yield from results
+
+    def _ingest_unlocked(self, f: str) -> Ingested:
+        """Copy (annex.thin: hard-link) a large file into the store; it stays in place."""
+        if self._tmp is None:
+            self._tmp = OtherTmp(self.repo)
+        thin = self.repo.config.get_bool("annex.thin", False)
+        ing = ingest_copy(self.repo, self.store, self._tmp, f, self.backend, thin=thin)
+        self._unlocked.append((f, ing))
+        return ing
+
+    def _finish_unlocked(self) -> None:
+        """Record unlocked files in the keys database and refresh their index stat."""
+        if self._tmp is not None:
+            self._tmp.close()
+            self._tmp = None
+        if not self._unlocked:
+            return
+        done, self._unlocked = self._unlocked, []
+        with KeysDb(self.repo) as db:
+            for f, ing in done:
+                db.add_associated(ing.key, f)
+                db.add_inode_caches(ing.key, [ing.work_cache, ing.object_cache])
+        # The pointers were staged without stat info; let git (through the annex
+        # filter, which answers from the inode caches just recorded) fill it in.
+        refresh_paths(self.repo, [f for f, _ in done])
 
     def _advance(self, nbytes: int) -> None:
         self.progress.files_done += 1
@@ -207,6 +271,16 @@ class Adder:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def _fix_link(self, f: str, key: Key, target: str) -> str:
+        """The right relative target for an annex link at ``f``; rewrites a wrong one."""
+        right = symlink_target(key, f)
+        if right != target:
+            path = os.path.join(self.top, f)
+            tmp = os.path.join(os.path.dirname(path), f".annexsync-link.{os.getpid()}")
+            os.symlink(right, tmp)
+            os.replace(tmp, path)
+        return right
 
     # -- one large file ------------------------------------------------------------------
     def _ingest(self, f: str, st: os.stat_result) -> tuple[Key, str]:

@@ -69,6 +69,36 @@ def staged_literal(git: Git, paths: Sequence[str]) -> list[StagedFile]:
     return out
 
 
+def unlocked_in_index(repo: AnnexRepo, files: Sequence[str]) -> dict[str, Key]:
+    """Of ``files``, those staged as unlocked (pointer blob) and their keys.
+
+    One ``cat-file --batch-check`` for all of them, then one batched read of the
+    pointer-sized blobs. (A pointer blob ends in a newline; an annex symlink's
+    target never does.)
+    """
+    plain = [f for f in files if "\n" not in f]
+    if not plain:
+        return {}
+    out = repo.git.run("cat-file", "--batch-check",
+                       input=b"".join(b":" + f.encode("utf-8", "surrogateescape") + b"\n"
+                                      for f in plain))
+    oids: dict[str, str] = {}
+    for f, line in zip(plain, out.split(b"\n"), strict=False):
+        parts = line.split(b" ")
+        if len(parts) == 3 and parts[1] == b"blob" and int(parts[2]) <= MAX_POINTER_SIZE:
+            oids[f] = parts[0].decode()
+    if not oids:
+        return {}
+    blobs = {oid: obj.data for oid, obj in repo.catfile.get_many(set(oids.values())) if obj}
+    result: dict[str, Key] = {}
+    for f, oid in oids.items():
+        data = blobs.get(oid, b"")
+        key = parse_pointer(data) if data.endswith(b"\n") else None
+        if key is not None:
+            result[f] = key
+    return result
+
+
 def read_pointer_file(path: str | os.PathLike[str]) -> Key | None:
     """The key a work-tree file points to when it is a pointer file (content absent).
 

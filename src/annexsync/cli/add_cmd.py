@@ -15,7 +15,10 @@ HELP = "add files to the annex (large files) or to git (small files)"
 DESCRIPTION = """\
 Add new and modified files under PATH (default: the whole work tree) and stage
 them, like 'git annex add'. Large files are moved into .git/annex/objects and
-replaced by symlinks; small files are added to git as they are.
+replaced by symlinks; small files are added to git as they are. With --unlocked
+(or annex.addunlocked) large files stay regular files: their content is copied
+into the annex and git stores a pointer file. A modified file that is unlocked
+stays unlocked.
 
 Which files are large is decided by annex.largefiles (git config, then the
 annex.largefiles gitattribute, then 'git annex config'). With none set, every
@@ -36,6 +39,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                    help="annex every file, ignoring annex.largefiles")
     g.add_argument("--force-small", action="store_true",
                    help="add every file to git, ignoring annex.largefiles")
+    p.add_argument("--unlocked", action="store_true", default=None,
+                   help="add large files unlocked (regular files, modifiable in place); "
+                        "default: annex.addunlocked")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
 
 
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
         adder = Adder(repo, AnnexBranch(repo), backend=args.backend,
                       force_large=args.force_large, force_small=args.force_small,
+                      unlocked=args.unlocked,
                       progress=progress if bar.enabled and not args.json else None)
         failed = 0
         for r in adder.add(paths):

@@ -29,7 +29,8 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(f"annexsync.cli.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, import and add just that command (fast start)."""
     parser = argparse.ArgumentParser(
         prog="annexsync",
         description="A fast, git-annex compatible assistant: keeps a folder and all its "
@@ -40,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-C", dest="chdir", metavar="DIR",
                         help="run as if started in DIR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in command_modules():
+    names = command_modules()
+    if only is not None and f"{only}_cmd" in names:
+        names = [f"{only}_cmd"]
+    for name in names:
         mod = _load(name)
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,9 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand in argv (skipping global options), to import only its module."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "-C":
+            i += 2
+            continue
+        if a.startswith("-"):
+            return None  # --help, --version: build the full parser
+        return a.replace("-", "_")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``annexsync`` script; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_name(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
