@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -175,12 +176,17 @@ class TransferRecord:
     Use :meth:`begin`, then :meth:`progress` as bytes move, then :meth:`finish`.
     """
 
+    #: A deferred info file is written once the transfer has run this long.
+    DEFER_SECONDS = 0.2
+
     def __init__(self, annex_dir: Path, transfer: Transfer, info: TransferInfo,
-                 locks: list[Lock]) -> None:
+                 locks: list[Lock], *, info_written: bool = True) -> None:
         self.annex_dir = annex_dir
         self.transfer = transfer
         self.info = info
         self._locks = locks
+        self._info_written = info_written
+        self._started = time.monotonic()
         self._written = 0
         size = transfer.key.size
         self._mindelta = size // 100 if size is not None else 100 * 1024
@@ -188,11 +194,17 @@ class TransferRecord:
 
     @classmethod
     def begin(cls, annex_dir: Path, transfer: Transfer, associated_file: str | None,
-              now_ns: int, *, key_lock: bool | None = None) -> TransferRecord:
+              now_ns: int, *, key_lock: bool | None = None,
+              defer_info: bool = False) -> TransferRecord:
         """Lock the transfer and write its info file.
 
         Raises :class:`TransferAlreadyRunning` when the lock is held elsewhere.
         ``key_lock`` (default: for downloads) also takes the per-key download lock.
+        ``defer_info``: write the info file only if the transfer is still running after
+        :attr:`DEFER_SECONDS` (small files finish before anyone could look, and
+        creating and deleting the file costs more than moving their bytes). The lock,
+        which is what keeps a second process from running the same transfer, is
+        always taken at once.
         """
         if key_lock is None:
             key_lock = transfer.direction is Direction.DOWNLOAD
@@ -202,17 +214,23 @@ class TransferRecord:
                 locks.append(_lock_sane(transfer.key_lock_path(annex_dir)))
             locks.append(_lock_sane(transfer.lock_path(annex_dir)))
             info = TransferInfo(Timestamp.from_ns(now_ns), None, associated_file)
-            _write(transfer.info_path(annex_dir), format_transfer_info(info))
+            if not defer_info:
+                _write(transfer.info_path(annex_dir), format_transfer_info(info))
         except BaseException:
             for lk in reversed(locks):
                 _unlink(lk.path)
                 lk.release()
             raise
-        return cls(annex_dir, transfer, info, locks)
+        return cls(annex_dir, transfer, info, locks, info_written=not defer_info)
 
     def progress(self, bytes_complete: int) -> None:
         """Record progress; rewrites the info file only after a 1% step."""
         self.bytes_complete = bytes_complete
+        if not self._info_written:
+            if time.monotonic() - self._started < self.DEFER_SECONDS:
+                return
+            self._info_written = True
+            self._written = -self._mindelta  # write now
         if bytes_complete - self._written >= self._mindelta and bytes_complete != self._written:
             self._written = bytes_complete
             info = TransferInfo(self.info.started, bytes_complete, self.info.associated_file)
@@ -224,7 +242,8 @@ class TransferRecord:
     def finish(self, success: bool) -> None:
         """Remove the info and lock files and release the locks; record a failure."""
         t = self.transfer
-        _unlink(t.info_path(self.annex_dir))
+        if self._info_written:
+            _unlink(t.info_path(self.annex_dir))
         for lk in reversed(self._locks):
             _unlink(lk.path)
             lk.release()

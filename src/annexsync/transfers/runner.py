@@ -89,6 +89,10 @@ _BATCH_FILES = 2048
 _BATCH_BYTES = 64 << 20
 
 
+SMALL_KEY = 1 << 20
+"""Keys smaller than this get deferred transfer info files."""
+
+
 class VerificationFailed(RemoteError):
     """The received bytes do not match the key."""
 
@@ -320,15 +324,19 @@ class Transfers:
     def _records(self, remote: Remote, direction: Direction, key: Key,
                  file: str | None) -> Iterator[list[TransferRecord]]:
         now_ns = self.clock.time_ns()
+        # Small keys move faster than anyone could watch: their info files are only
+        # written if the transfer turns out slow (the lock is always taken).
+        defer = key.size is not None and key.size < SMALL_KEY
         recs = [TransferRecord.begin(self.repo.annex_dir, Transfer(direction, remote.info.uuid,
-                                                                    key), file, now_ns)]
+                                                                    key), file, now_ns,
+                                     defer_info=defer)]
         try:
             if isinstance(remote, PeerRepoRemote):
                 other = Direction.UPLOAD if direction is Direction.DOWNLOAD else Direction.DOWNLOAD
                 try:
                     recs.append(TransferRecord.begin(remote.peer_annex_dir(),
                                                      Transfer(other, self.uuid, key), file,
-                                                     now_ns))
+                                                     now_ns, defer_info=defer))
                 except TransferAlreadyRunning:
                     raise
                 except OSError:
@@ -585,8 +593,17 @@ class Transfers:
         """Finish staged downloads and write all pending location changes."""
         self.commit_staged()
         self.recorder.flush()
+        error: OSError | None = None
         for rec in self._peer_recorders.values():
-            rec.flush()
+            try:
+                rec.flush()
+            except OSError as e:  # a drive unplugged meanwhile: its changes stay pending
+                error = error or e
+            finally:
+                # No process stays in a peer repository: it may be a drive to unmount.
+                rec.repo.close()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         self.flush()
