@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from annexsync.annex.backends import get_backend, hash_file
@@ -73,6 +75,9 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
 
 
+INGEST_THREADS = 4
+
+
 class ChangedWhileAdding(AnnexError):
     """The file was modified while it was being hashed or moved."""
 
@@ -104,6 +109,8 @@ class Adder:
         self.progress = Progress()
         self.uuid = repo.uuid
         self._made_dirs: set[str] = set()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self.top = str(repo.top)
         self.annex_dir = str(repo.annex_dir)
         self.wants_unlocked = addunlocked_matcher(repo, unlocked)
@@ -154,6 +161,20 @@ class Adder:
         results: list[AddResult] = []
         ts = now()
         added: list[Key] = []
+        # Locked large files are ingested by a few threads (hashing and the metadata
+        # syscalls release the GIL), results kept in order; unlocked ones stay serial.
+        locked = [(f, st) for f, _, st in plan if stat.S_ISREG(st.st_mode)
+                  and large.get(f, True) and not self.repo.bare
+                  and not (f in staged_unlocked or self.wants_unlocked(f, st.st_size))]
+        if self.repo.bare:
+            locked = [(f, st) for f, _, st in plan
+                      if stat.S_ISREG(st.st_mode) and large.get(f, True)]
+        ingested: dict[str, tuple[Key, str] | BaseException] = {}
+        if len(locked) > 8:
+            with ThreadPoolExecutor(INGEST_THREADS) as pool:
+                for (f, _), res in zip(locked, pool.map(self._ingest_catch, locked),
+                                       strict=True):
+                    ingested[f] = res
         with BlobWriter(self.repo.git) as blobs:
             for f, inp, st in plan:
                 if stat.S_ISLNK(st.st_mode):
@@ -188,7 +209,10 @@ class Adder:
                     self._advance(st.st_size)
                 elif large.get(f, True):
                     try:
-                        key, target = self._ingest(f, st)
+                        done = ingested.get(f)
+                        if isinstance(done, BaseException):
+                            raise done
+                        key, target = done if done is not None else self._ingest(f, st)
                     except (AnnexError, OSError) as e:
                         msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                         results.append(AddResult(f, False, error=msg, input=inp))
@@ -277,12 +301,22 @@ class Adder:
         right = symlink_target(key, f)
         if right != target:
             path = os.path.join(self.top, f)
-            tmp = os.path.join(os.path.dirname(path), f".annexsync-link.{os.getpid()}")
+            tmp = _tmp_link_path(path)
             os.symlink(right, tmp)
             os.replace(tmp, path)
         return right
 
     # -- one large file ------------------------------------------------------------------
+    def _ingest_catch(self, item: tuple[str, os.stat_result]) -> tuple[Key, str] | BaseException:
+        try:
+            return self._ingest(*item)
+        except (AnnexError, OSError) as e:
+            return e
+
+    def _key_lock(self, key: Key) -> threading.Lock:
+        with self._locks_guard:
+            return self._key_locks.setdefault(str(key), threading.Lock())
+
     def _ingest(self, f: str, st: os.stat_result) -> tuple[Key, str]:
         """Move a large file into the store and link it; return its key and link target."""
         path = os.path.join(self.top, f)
@@ -292,10 +326,16 @@ class Adder:
                 and st.st_ctime_ns == after.st_ctime_ns):
             raise ChangedWhileAdding(f"{f} changed while it was being added; not added "
                                      "(add it again once it is finished)")
+        # Two files with the same content must not race for one object.
+        with self._key_lock(key):
+            return self._store_locked(f, st, path, key)
+
+    def _store_locked(self, f: str, st: os.stat_result, path: str,
+                      key: Key) -> tuple[Key, str]:
         target = symlink_target(key, f)
         if self.store.find(key) is not None:
             # Same content already stored: the work-tree copy is redundant.
-            tmp = os.path.join(os.path.dirname(path), f".annexsync-link.{os.getpid()}")
+            tmp = _tmp_link_path(path)
             os.symlink(target, tmp)
             try:
                 os.rename(tmp, path)
@@ -334,6 +374,12 @@ class Adder:
                 pass
             raise
         return key, target
+
+
+def _tmp_link_path(path: str) -> str:
+    """A temporary name beside ``path`` unique to this process and thread."""
+    return os.path.join(os.path.dirname(path),
+                        f".annexsync-link.{os.getpid()}.{threading.get_ident()}")
 
 
 def _is_dotfile(f: str) -> bool:

@@ -9,13 +9,16 @@ in git unless ``annex.dotfiles`` is set (git-annex's rule).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.logs import parse_map_log
 from annexsync.annex.repo import AnnexRepo
 from annexsync.errors import AnnexError
 from annexsync.git.attributes import CheckAttr
-from annexsync.policy.expression import Expr, ExpressionError, MatchContext, parse
+
+if TYPE_CHECKING:
+    from annexsync.policy.expression import Expr
 
 
 class LargeFiles:
@@ -28,7 +31,8 @@ class LargeFiles:
         self._global: str | None | bool = False  # False = not looked up yet
 
     def _parse(self, text: str, origin: str) -> Expr:
-        # Imported here: most repositories have no expression, and it costs ~40 ms.
+        # Imported here: most repositories have no expression, and it costs ~30 ms.
+        from annexsync.policy.expression import ExpressionError, parse
 
         expr = self._cache.get(text)
         if expr is None:
@@ -76,6 +80,8 @@ class LargeFiles:
             if _is_dotfile(f) and not dotfiles:
                 result[f] = False
                 continue
+
+            from annexsync.policy.expression import MatchContext
 
             expr = self._parse(text, origin)
             result[f] = expr.evaluate(MatchContext(file=f, size=sizes.get(f)))
