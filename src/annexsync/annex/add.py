@@ -9,10 +9,11 @@ Theory of operation
    git-annex branch's config.log); with none configured every file is large except
    dotfiles, as ``git annex add`` does.
 2. *Ingest* a large file without copying it: hash it in place (one read), check that
-   nothing changed while it was read (same inode, size, mtime and ctime), ``rename``
-   it into the object store, check again, make it read-only and put a relative
-   symlink in its place. Any failure after the rename moves the content back, so the
-   file is never lost. A file that changed while being hashed is skipped, never
+   nothing changed while it was read (same inode, size, mtime and ctime), hard-link
+   it into the object store, check again, make it read-only and atomically replace
+   the work-tree name by a relative symlink. The work-tree name has the content at
+   every moment, so a crash never makes a file disappear; any failure removes the
+   store's link again. A file that changed while being hashed is skipped, never
    stored under a wrong key.
    *Unlocked* (``add --unlocked``, ``annex.addunlocked``): the file stays a regular
    file; its content is copied into the store while it is hashed (hard-linked with
@@ -28,6 +29,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -353,22 +355,43 @@ class Adder:
             os.mkdir(keydir)
         except FileExistsError:
             os.chmod(keydir, 0o755)
-        os.rename(path, dest)
+        # A hard link first: until the symlink replaces it, the work-tree name still
+        # has the content, so a crash (kill -9) at any point never makes the user's
+        # file disappear. Filesystems without hard links get rename + symlink.
+        try:
+            os.link(path, dest, follow_symlinks=False)
+            linked = True
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            os.rename(path, dest)
+            linked = False
+        tmp = _tmp_link_path(path)
         try:
             moved = os.lstat(dest)
             if not _same_content_stat(st, moved):
                 raise ChangedWhileAdding(f"{f} changed while it was being added; not added")
             os.chmod(dest, (st.st_mode & 0o555) | 0o444)
             os.chmod(keydir, 0o555)
-            os.symlink(target, path)
+            if linked:
+                os.symlink(target, tmp)
+                os.replace(tmp, path)
+            else:
+                os.symlink(target, path)
         except BaseException:
-            # Put the content back where the user had it.
+            # Leave the content where the user had it, and nothing in the store.
             try:
                 os.chmod(keydir, 0o755)
                 os.chmod(dest, stat.S_IMODE(st.st_mode))
-                if os.path.lexists(path):
-                    os.unlink(path)
-                os.rename(dest, path)
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                if linked:
+                    if not os.path.islink(path):
+                        os.unlink(dest)
+                else:
+                    if os.path.lexists(path):
+                        os.unlink(path)
+                    os.rename(dest, path)
                 os.rmdir(keydir)
             except OSError:
                 pass

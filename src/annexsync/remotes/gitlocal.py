@@ -87,6 +87,42 @@ def read_remote_uuid(path: Path) -> str | None:
     return GitConfig.read(Git(git_dir, work_tree)).get("annex.uuid") or None
 
 
+_UUID_CACHE: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
+
+
+def unavailable_reason(path: Path, expected_uuid: str) -> str | None:
+    """Why the repository expected at ``path`` cannot be used now, or None if it can.
+
+    Cheap enough to ask before every fetch or push: a few ``stat`` calls, and the
+    remote's ``annex.uuid`` is re-read only when its config file changed. A drive that
+    is not mounted (``path`` missing), an empty mount point, or a different repository
+    at that path (another ``annex.uuid``) all make the remote *unavailable*, never
+    "empty": nothing is concluded about the content it holds.
+    """
+    if not path.is_dir():
+        return f"{path} is not accessible (not mounted?)"
+    found = find_git_dir(path)
+    if found is None:
+        return f"{path} is not a git repository (not mounted?)"
+    if not expected_uuid:
+        return None
+    cfg = found[0] / "config"
+    try:
+        st = os.stat(cfg)
+    except OSError:
+        return f"{path} has no git config"
+    sig = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _UUID_CACHE.get(str(cfg))
+    if hit is not None and hit[0] == sig:
+        uuid = hit[1]
+    else:
+        uuid = read_remote_uuid(path)
+        _UUID_CACHE[str(cfg)] = (sig, uuid)
+    if uuid != expected_uuid:
+        return f"{path} is a different repository (uuid {uuid}, expected {expected_uuid})"
+    return None
+
+
 class GitLocalRemote:
     """A git-annex repository reachable as a local path (see the module docstring)."""
 

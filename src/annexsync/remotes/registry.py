@@ -205,7 +205,10 @@ def _spec(repo: AnnexRepo, cfg: GitConfig, name: str, remote_log: dict[str, dict
                 found = None
             if found:
                 uuid = found
-                set_config(repo.git, f"remote.{name}.annex-uuid", uuid)
+                try:
+                    set_config(repo.git, f"remote.{name}.annex-uuid", uuid)
+                except AnnexError:
+                    pass  # only a cache; another thread or process holds config.lock
         default = GIT_REMOTE_KINDS.get(kind)
         cost_default = default.default_cost if default else EXPENSIVE_COST
     try:

@@ -1,0 +1,1 @@
+"""annexsync.assistant: the daemon — small named services under one supervisor."""

@@ -1,0 +1,138 @@
+"""The transfer scanner: finds content to move, fully at start-up, incrementally after.
+
+At start-up every annexed file is checked once: content this repository wants and
+lacks is queued for download, content it has that a remote wants and lacks is
+queued for upload. After a merge only the files the merge changed are checked
+(``diff-tree`` between the old and new HEAD), and, when the git-annex branch
+changed, the downloads that found no source before are tried again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from annexsync.annex.keys import Key, parse_pointer, parse_symlink_target
+from annexsync.annex.location import locations_many
+from annexsync.annex.objects import ObjectStore
+from annexsync.annex.worktree import annexed_files
+from annexsync.assistant.hub import Hub
+from annexsync.assistant.transferrer import Job
+from annexsync.git.refs import diff_tree
+
+
+class TransferScanner:
+    name = "scanner"
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.cond = threading.Condition()
+        self._full = True  # the start-up scan
+        self._changes: list[tuple[str | None, str | None]] = []
+        self._deferred: dict[Key, str] = {}
+        self._recheck_deferred = False
+        self.store = ObjectStore(hub.repo.annex_dir, bare=hub.repo.bare)
+
+    def changed(self, old: str | None, new: str | None, *, annex_changed: bool) -> None:
+        with self.cond:
+            if old != new:
+                self._changes.append((old, new))
+            if annex_changed:
+                self._recheck_deferred = True
+            self.cond.notify()
+
+    def poke(self) -> None:
+        with self.cond:
+            self._recheck_deferred = True
+            self.cond.notify()
+
+    def rescan(self) -> None:
+        """Check every annexed file again (a drive was mounted, a remote came back)."""
+        with self.cond:
+            self._full = True
+            self._recheck_deferred = True
+            self.cond.notify()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.cond:
+                if not (self._full or self._changes or self._recheck_deferred):
+                    self.cond.wait(5)
+                    continue
+                full, self._full = self._full, False
+                changes, self._changes = self._changes, []
+                recheck, self._recheck_deferred = self._recheck_deferred, False
+            if not self.hub.settings.content or self.hub.transfers is None:
+                continue
+            try:
+                self._scan(full, changes, recheck)
+            except BaseException:  # the supervisor restarts us: keep the work for then
+                with self.cond:
+                    self._full |= full
+                    self._changes[:0] = changes
+                    self._recheck_deferred |= recheck
+                raise
+
+    def _scan(self, full: bool, changes: list[tuple[str | None, str | None]],
+              recheck: bool) -> None:
+        if full:
+            # What the committer found at start-up (files added by a daemon killed before
+            # it committed) is committed first, or this scan would not see it.
+            with self.hub.worktree_lock:
+                if self.hub.committer is not None:
+                    self.hub.committer.commit_pending()
+            files = [(f.file, f.key) for f in annexed_files(self.hub.repo)]
+            self.check(files)
+            self.hub.emit(self.name, "scan-done", files=len(files))
+        for old, new in changes:
+            self.check(self._changed_files(old, new))
+        if recheck and self._deferred:
+            deferred, self._deferred = self._deferred, {}
+            self.check([(f, k) for k, f in deferred.items()])
+
+    def _changed_files(self, old: str | None, new: str | None) -> list[tuple[str, Key]]:
+        if new is None:
+            return []
+        if old is None:
+            return [(f.file, f.key) for f in annexed_files(self.hub.repo)]
+        out: list[tuple[str, Key]] = []
+        changes = [c for c in diff_tree(self.hub.repo.git, old, new) if c.new_mode != "000000"]
+        blobs = {oid: (obj.data if obj else b"") for oid, obj in
+                 self.hub.repo.catfile.get_many({c.new_oid for c in changes})}
+        for c in changes:
+            data = blobs.get(c.new_oid, b"")
+            key = (parse_symlink_target(data) if c.new_mode == "120000"
+                   else parse_pointer(data) if len(data) < 32768 else None)
+            if key is not None:
+                out.append((c.path, key))
+        return out
+
+    def check(self, files: Iterable[tuple[str, Key]]) -> None:
+        hub = self.hub
+        tr = hub.transfers
+        assert tr is not None
+        files = list(files)
+        if not files:
+            return
+        here = hub.repo.uuid
+        policy = tr.policy()
+        remotes = [r for r in tr.remotes() if not r.info.readonly]
+        where = locations_many(hub.branch, [k for _, k in files])
+        for f, key in files:
+            locs = set(where.get(key, set()))
+            present = self.store.has(key)
+            if present:
+                locs.add(here)
+                for r in remotes:
+                    u = r.info.uuid
+                    if u not in locs and policy.wants(u, f, key, frozenset(locs)):
+                        tr.enqueue(Job("upload", key, f, u))
+            elif policy.wants(here, f, key, frozenset(locs)):
+                if locs - {here}:
+                    tr.enqueue(Job("download", key, f))
+                else:
+                    self._deferred[key] = f

@@ -1,0 +1,282 @@
+"""The transferrer service: a de-duplicated transfer queue served by several slots.
+
+Theory of operation
+-------------------
+Jobs are downloads of a key (from the cheapest remote that has it, falling back to
+the next) or uploads of a key to one remote. A job equal to one queued or running is
+not added again. ``slots`` worker threads (not git-annex's single slot) take jobs
+from the front; uploads of freshly committed files go to the front, scans append.
+Every transfer goes through :class:`annexsync.transfers.runner.Transfers` (transfer
+info files, verification, bandwidth limits, retries); a slot is released in a
+``finally`` whatever happens. A failed job is retried with a doubling back-off.
+
+When the queue drains, the location-log changes are committed and the pusher is
+poked, so other clones learn where content went. A download is followed by uploads
+to the other remotes that want the content (flood fill, until the network map's
+routing replaces it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from annexsync.annex.keys import Key
+from annexsync.annex.location import locations_many
+from annexsync.annex.objects import ObjectStore
+from annexsync.assistant.hub import Hub
+from annexsync.policy.preferred import ContentPolicy
+from annexsync.remotes.base import Remote
+from annexsync.remotes.registry import load_remotes
+from annexsync.transfers.runner import Transfers
+
+
+@dataclass(frozen=True)
+class Job:
+    direction: str  # "download" | "upload"
+    key: Key
+    file: str | None
+    remote: str | None = None  # upload target uuid (downloads pick a source)
+
+    @property
+    def ident(self) -> tuple[str, Key, str | None]:
+        return (self.direction, self.key, self.remote)
+
+
+@dataclass
+class _Retry:
+    job: Job
+    at: float
+    delay: float
+
+
+@dataclass
+class TransferState:
+    queued: int = 0
+    running: dict[str, dict[str, object]] = field(default_factory=dict)
+    failed: int = 0
+
+
+class Transferrer:
+    name = "transferrer"
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.cond = threading.Condition()
+        self.queue: deque[Job] = deque()
+        self.known: set[tuple[str, Key, str | None]] = set()
+        self.running: dict[tuple[str, Key, str | None], Job] = {}
+        self.retries: list[_Retry] = []
+        self.state = TransferState()
+        self.store = ObjectStore(hub.repo.annex_dir, bare=hub.repo.bare)
+        self._remotes: list[Remote] = []
+        self._remotes_loaded = 0.0
+        self._policy: ContentPolicy | None = None
+        self._policy_tip: str | None = None
+        self._dirty = False
+        self._local = threading.local()
+        self.tr: Transfers | None = None
+
+    # -- configuration snapshots ----------------------------------------------------
+    def remotes(self) -> list[Remote]:
+        now = time.monotonic()
+        if not self._remotes or now - self._remotes_loaded > 30:
+            self._remotes = [r for r in load_remotes(self.hub.repo, self.hub.branch)
+                             if r.info.sync]
+            self._remotes_loaded = now
+        return self._remotes
+
+    def policy(self) -> ContentPolicy:
+        tip = self.hub.branch.tip()
+        if self._policy is None or tip != self._policy_tip:
+            self._policy = ContentPolicy.from_logs(self.hub.branch.read_many(ContentPolicy.LOGS))
+            self._policy_tip = tip
+        return self._policy
+
+    # -- queueing -------------------------------------------------------------------
+    def enqueue(self, job: Job, *, front: bool = False) -> bool:
+        with self.cond:
+            if job.ident in self.known:
+                return False
+            self.known.add(job.ident)
+            if front:
+                self.queue.appendleft(job)
+            else:
+                self.queue.append(job)
+            self.state.queued = len(self.queue)
+            self.cond.notify()
+            return True
+
+    def upload_new(self, files: Sequence[tuple[str, Key]]) -> None:
+        """Freshly committed content: send it to every remote that wants it, first."""
+        if not self.hub.settings.content or not files:
+            return
+        policy = self.policy()
+        remotes = [r for r in self.remotes() if not r.info.readonly]
+        here = self.hub.repo.uuid
+        for f, key in files:
+            locs = frozenset({here})
+            for r in remotes:
+                if policy.wants(r.info.uuid, f, key, locs):
+                    self.enqueue(Job("upload", key, f, r.info.uuid), front=True)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def retry_now(self, remote_uuids: set[str] | None = None) -> None:
+        """Failed jobs are tried again at once (a remote came back): uploads to
+        ``remote_uuids`` (every remote if None) and every download."""
+        with self.cond:
+            now = time.monotonic()
+            for r in self.retries:
+                if (remote_uuids is None or r.job.direction == "download"
+                        or r.job.remote in remote_uuids):
+                    r.at = now
+                    r.delay = 1.0
+            self._remotes = []  # re-read the remotes (their availability changed)
+            self.cond.notify_all()
+
+    def uploads_pending(self, keys: set[Key]) -> bool:
+        """Are uploads of any of ``keys`` queued or running?"""
+        with self.cond:
+            jobs = list(self.queue) + list(self.running.values())
+        return any(j.direction == "upload" and j.key in keys for j in jobs)
+
+    # -- the slots -------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        with Transfers(self.hub.repo) as tr:
+            self.tr = tr
+            workers = [threading.Thread(target=self._slot, args=(stop,), daemon=True,
+                                        name=f"transfer-slot-{i}")
+                       for i in range(self.hub.settings.slots)]
+            for w in workers:
+                w.start()
+            while not stop.is_set():
+                with self.cond:
+                    self._promote_retries()
+                    idle = not self.queue and not self.running
+                    if idle and self._dirty:
+                        self._dirty = False
+                        flush = True
+                    else:
+                        flush = False
+                        self.cond.wait(0.5)
+                if flush:
+                    # Location changes are batched by the recorders: write them now, so
+                    # whereis and other clones learn at once where content went (a
+                    # drive unplugged meanwhile keeps its own changes pending).
+                    try:
+                        tr.flush()
+                    except OSError as e:
+                        self.hub.emit(self.name, "record-deferred", error=str(e))
+                    self.hub.branch.commit()
+                    if self.hub.pusher is not None:
+                        self.hub.pusher.poke()
+                    self.hub.emit(self.name, "queue-drained")
+            with self.cond:
+                self.cond.notify_all()
+            for w in workers:
+                w.join(5)
+            tr.commit_staged()
+
+    def _promote_retries(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.retries if r.at <= now]
+        for r in due:
+            self.retries.remove(r)
+            self.queue.append(r.job)
+        if due:
+            self.cond.notify_all()
+
+    def _slot(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.cond:
+                while not self.queue and not stop.is_set():
+                    self.cond.wait(0.5)
+                    self._promote_retries()
+                if stop.is_set():
+                    return
+                job = self.queue.popleft()
+                self.running[job.ident] = job
+                self.state.queued = len(self.queue)
+            ok = False
+            self._local.last_error = None
+            try:
+                ok = self._do(job)
+            except Exception as e:  # noqa: BLE001 - reported, retried; the slot survives
+                self.hub.emit(self.name, "transfer-error", key=str(job.key), error=str(e))
+            finally:
+                with self.cond:
+                    self.running.pop(job.ident, None)
+                    if ok:
+                        self.known.discard(job.ident)
+                    else:
+                        prev = next((r.delay for r in self.retries if r.job == job), 1.0)
+                        if "already in progress" in (getattr(self._local, "last_error", None)
+                                                     or ""):
+                            # the other side is moving this very content: look again soon
+                            prev = 0.1
+                        self.retries.append(_Retry(job, time.monotonic() + prev,
+                                                   min(prev * 2, 300.0)))
+                        self.state.failed += 1
+                    self._dirty = True
+                    self.cond.notify_all()
+
+    def _do(self, job: Job) -> bool:
+        tr = self.tr
+        assert tr is not None
+        remotes = {r.info.uuid: r for r in self.remotes()}
+        if job.direction == "upload":
+            r = remotes.get(job.remote or "")
+            if r is None or not self.store.has(job.key):
+                return True  # nothing to do any more
+            if not r.available():
+                return False
+            res = tr.upload(r, job.key, job.file)
+            self._local.last_error = res.error
+            self.hub.emit(self.name, "upload", file=job.file, remote=r.info.name,
+                          ok=res.success, error=res.error)
+            return res.success
+        if self.store.has(job.key):
+            return True
+        locs = locations_many(self.hub.branch, [job.key])[job.key]
+        candidates = [r for r in self.remotes() if r.info.uuid in locs]
+        for r in candidates:
+            if not r.available():
+                continue
+            res = tr.download(r, job.key, job.file)
+            self._local.last_error = res.error
+            self.hub.emit(self.name, "download", file=job.file, remote=r.info.name,
+                          ok=res.success, error=res.error)
+            if res.success:
+                self._after_download(job, locs | {self.hub.repo.uuid})
+                return True
+        return not candidates  # nobody has it (yet): the scanner re-queues after merges
+
+    def _after_download(self, job: Job, locs: set[str]) -> None:
+        try:
+            from annexsync.annex.unlocked import populate_unlocked
+        except ImportError:
+            populate_unlocked = None  # type: ignore[assignment]
+        if populate_unlocked is not None:
+            try:
+                populate_unlocked(self.hub.repo, job.key)
+            except Exception as e:  # noqa: BLE001
+                self.hub.emit(self.name, "populate-failed", key=str(job.key), error=str(e))
+        policy = self.policy()
+        for r in self.remotes():
+            u = r.info.uuid
+            if u not in locs and not r.info.readonly and policy.wants(u, job.file, job.key,
+                                                                        frozenset(locs)):
+                self.enqueue(Job("upload", job.key, job.file, u))
+
+    def snapshot(self) -> dict[str, object]:
+        with self.cond:
+            return {"queued": len(self.queue), "running": len(self.running),
+                    "retrying": len(self.retries),
+                    "jobs": [{"direction": j.direction, "file": j.file, "key": str(j.key)}
+                             for j in list(self.running.values())[:20]]}

@@ -1,0 +1,1 @@
+"""annexsync.sync: git-level and content-level syncing with remotes."""

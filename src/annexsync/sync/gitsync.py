@@ -1,0 +1,414 @@
+"""One round of git-level syncing with every remote, the way ``git annex sync`` does it.
+
+Theory of operation
+-------------------
+1. *commit*: the journal goes into the git-annex branch; new and changed files are
+   added (``annex.largefiles`` decides annex or git), deleted files are removed from
+   the index, and if the index differs from HEAD it is committed with plumbing
+   (``write-tree``/``commit-tree``/``update-ref`` compare-and-swap), message
+   ``git-annex in <description>``.
+2. *merge local*: ``synced/BRANCH`` pushed into us by another clone is merged.
+3. *fetch* every syncable remote, in parallel.
+4. *merge* each remote's ``BRANCH`` and ``synced/BRANCH`` (cheapest remote first);
+   conflicts are resolved automatically (:mod:`annexsync.sync.merge`), then every
+   ``*/git-annex`` branch is union-merged.
+5. *push* in parallel: ``BRANCH:synced/BRANCH +git-annex:synced/git-annex``, then
+   ``git-annex`` and ``BRANCH`` directly (failures of those two are expected and
+   ignored, as git-annex does). A push rejected because the remote moved on is
+   answered by fetch, merge and push again. An unreachable remote is reported and
+   skipped; it never stops the others.
+
+Each step reports through ``on_event`` so the CLI and the assistant can show it.
+
+Cost when little changed (a large repository, a few files changed): work
+proportional to the number of files is left to git, once: one ``ls-files`` pass
+finds new, modified and deleted files (nothing more happens when it finds none);
+git-annex branch files are read without listing the branch
+(:class:`~annexsync.sync.branchview.SyncBranch`). Refs already merged are found
+with one ``for-each-ref --no-merged`` per branch kind, and a remote whose
+``synced/BRANCH`` and ``git-annex`` already hold ours is not pushed to (git-annex's
+rule).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from annexsync.annex.branch import REF as ANNEX_REF
+from annexsync.annex.branch import AnnexBranch
+from annexsync.annex.logs import current_uuid_values, parse_uuid_log
+from annexsync.annex.repo import AnnexRepo
+from annexsync.git.index import removal, update_index
+from annexsync.git.refs import commit_tree, update_ref, write_tree
+from annexsync.remotes.registry import RemoteSpec, remote_specs
+from annexsync.sync.branchview import SyncBranch
+from annexsync.sync.merge import merge_in_progress, merge_ref, resolve_conflicts
+
+if TYPE_CHECKING:
+    from annexsync.annex.add import Adder
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class SyncOptions:
+    commit: bool = True
+    pull: bool = True
+    push: bool = True
+    jobs: int = 4
+    remotes: Sequence[str] = ()  # names; empty = every syncable remote
+    message: str | None = None
+
+
+@dataclass
+class RemoteResult:
+    name: str
+    fetched: bool = False
+    pushed: bool = False
+    error: str | None = None
+
+
+@dataclass
+class SyncResult:
+    committed: str | None = None
+    merged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    remotes: dict[str, RemoteResult] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.error is None for r in self.remotes.values())
+
+
+@dataclass
+class LocalChanges:
+    """What ``git status`` says about the work tree and the index."""
+
+    changed: list[str] = field(default_factory=list)  # new or modified (or unmerged)
+    deleted: list[str] = field(default_factory=list)
+    staged: bool = False  # the index differs from HEAD (or HEAD is unborn)
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.changed or self.deleted or self.staged)
+
+
+def local_changes(repo: AnnexRepo) -> LocalChanges:
+    """New, modified and deleted work-tree files, and whether anything is staged.
+
+    One ``git status`` is one pass over the work tree: it stats every index entry
+    (in threads), looks at the content of entries whose stat info is stale, and writes
+    the refreshed stat info back (when it can take the index lock), so later passes
+    stay cheap.
+    """
+    out = repo.git.run("status", "--porcelain=v2", "-z", "--branch", "--no-ahead-behind",
+                       "--untracked-files=all", "--no-renames", "--ignore-submodules=all",
+                       "--ignored=no")
+    res = LocalChanges()
+    for rec in out.split(b"\0"):
+        kind = rec[:1]
+        if kind == b"?":
+            res.changed.append(rec[2:].decode("utf-8", "surrogateescape"))
+        elif kind == b"1":  # 1 XY sub mH mI mW hH hI path
+            fields = rec.split(b" ", 8)
+            path = fields[8].decode("utf-8", "surrogateescape")
+            index, worktree = fields[1][:1], fields[1][1:2]
+            res.staged = res.staged or index != b"."
+            if worktree == b"D":
+                res.deleted.append(path)
+            elif worktree != b".":
+                res.changed.append(path)
+        elif kind == b"u":  # u XY sub m1 m2 m3 mW h1 h2 h3 path: unmerged, no MERGE_HEAD
+            res.changed.append(rec.split(b" ", 10)[10].decode("utf-8", "surrogateescape"))
+            res.staged = True
+        elif rec.startswith(b"# branch.oid (initial)"):
+            res.staged = True  # unborn branch: let the commit step decide
+    return res
+
+
+def _adder(repo: AnnexRepo, branch: AnnexBranch, changed: list[str]) -> Adder:
+    """An :class:`Adder` for files :func:`local_changes` already found: it does not
+    look for them again (that would be a second pass over the whole work tree)."""
+    from annexsync.annex.add import Adder  # imported only when something changed
+
+    class KnownChanges(Adder):
+        def candidates(self, paths: Sequence[str]) -> list[tuple[str, str]]:
+            return [(f, f) for f in changed]
+
+    return KnownChanges(repo, branch)
+
+
+def head_and_tree(repo: AnnexRepo) -> tuple[str | None, str | None]:
+    """HEAD's commit and tree ids (None, None on an unborn branch), in one process."""
+    proc = repo.git.run_status("rev-parse", "-q", "HEAD^{commit}", "HEAD^{tree}")
+    ids = proc.stdout.decode().split()
+    if proc.returncode != 0 or len(ids) != 2:
+        return None, None
+    return ids[0], ids[1]
+
+
+def refs_not_merged(repo: AnnexRepo, into: str, refs: Sequence[str]) -> list[str] | None:
+    """Those of ``refs`` (full names) that exist and are not merged into ``into``,
+    in the given order; None when ``into`` does not exist."""
+    if not refs:
+        return []
+    proc = repo.git.run_status("for-each-ref", "--format=%(refname)", f"--no-merged={into}",
+                               *refs)
+    if proc.returncode != 0:
+        return None
+    found = set(proc.stdout.decode("utf-8", "surrogateescape").splitlines())
+    return [r for r in refs if r in found]
+
+
+def current_branch(repo: AnnexRepo) -> str | None:
+    """The checked-out branch's short name, or None when HEAD is detached."""
+    proc = repo.git.run_status("symbolic-ref", "-q", "--short", "HEAD")
+    name = proc.stdout.decode().strip()
+    return name if proc.returncode == 0 and name else None
+
+
+def git_env_for(spec: RemoteSpec, repo: AnnexRepo) -> dict[str, str]:
+    """Environment for git fetch/push to this remote (the cached ssh connection)."""
+    if spec.kind != "ssh":
+        return {}
+    from annexsync.remotes.ssh import SshConnections
+
+    # The same connections (ControlMaster sockets, annex-ssh-options) as the remote's
+    # content transfers use; git's ssh goes through the annexsync-ssh-wrapper.
+    return SshConnections.for_repo(repo.git_dir, repo.config, remote=spec.name).git_env()
+
+
+def local_unavailable(spec: RemoteSpec, repo: AnnexRepo) -> str | None:
+    """For a local-path remote that is not there now (drive unplugged, empty mount
+    point, another repository at its path): why. None for every other remote."""
+    if spec.kind != "local" or not spec.url:
+        return None
+    from annexsync.remotes.gitlocal import unavailable_reason
+    from annexsync.remotes.registry import local_path_of
+
+    return unavailable_reason(local_path_of(spec.url, repo.top), spec.uuid)
+
+
+class GitSync:
+    """Runs sync rounds for one repository."""
+
+    def __init__(self, repo: AnnexRepo, *, on_event: EventSink | None = None,
+                 skip_unavailable: bool = False) -> None:
+        self.repo = repo
+        # The assistant's triggers: an unplugged drive is left out of sync_remotes().
+        self.skip_unavailable = skip_unavailable
+        self.branch = SyncBranch(repo)
+        self.on_event = on_event or (lambda kind, data: None)
+        self._merging = threading.Lock()
+
+    # -- commit ------------------------------------------------------------------
+    def commit_local(self, message: str | None = None) -> str | None:
+        """Add new/changed files, remove deleted ones, commit if anything changed."""
+        repo = self.repo
+        self.branch.commit()
+        if repo.bare:
+            return None
+        if merge_in_progress(repo):
+            resolve_conflicts(repo)
+        changes = local_changes(repo)
+        if changes.nothing:
+            return None  # the index is HEAD's tree and the work tree is the index
+        if changes.changed:
+            for r in _adder(repo, self.branch, changes.changed).add(["."]):
+                if not r.success:
+                    self.on_event("add-failed", {"file": r.file, "error": r.error})
+        if changes.deleted:
+            update_index(repo.git, [removal(p) for p in changes.deleted])
+        tree = write_tree(repo.git)
+        head, head_tree = head_and_tree(repo)
+        if tree == head_tree:
+            return None
+        if message is None:
+            message = f"git-annex in {self.description()}".rstrip()
+        commit = commit_tree(repo.git, tree, [head] if head else [], message)
+        ref = repo.git.run("symbolic-ref", "-q", "HEAD").decode().strip() or "HEAD"
+        update_ref(repo.git, ref, commit, head or "0" * 40, "annexsync: commit")
+        self.on_event("committed", {"commit": commit})
+        return commit
+
+    def description(self) -> str:
+        """This repository's description (uuid.log), as the commit message uses it."""
+        values = current_uuid_values(parse_uuid_log(self.branch.read("uuid.log")))
+        line = values.get(self.repo.uuid)
+        return line.value if line is not None else ""
+
+    # -- remotes -----------------------------------------------------------------
+    def sync_remotes(self, names: Sequence[str] = ()) -> list[RemoteSpec]:
+        """Git remotes to sync with, cheapest first (``annex-sync=false`` skipped)."""
+        specs = [s for s in remote_specs(self.repo, self.branch) if not s.special and s.url]
+        if names:
+            by_name = {s.name: s for s in specs}
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                from annexsync.errors import AnnexError
+
+                raise AnnexError(f"there is no available git remote named \"{missing[0]}\"")
+            return [by_name[n] for n in names]
+        return [s for s in specs if s.sync and not (
+            self.skip_unavailable and local_unavailable(s, self.repo) is not None)]
+
+    def fetch(self, spec: RemoteSpec) -> str | None:
+        """``git fetch REMOTE``; returns an error message or None."""
+        if (why := local_unavailable(spec, self.repo)) is not None:
+            return f"{spec.name} is not available: {why}"  # no git process, no noise
+        proc = self.repo.git.run_status("fetch", "--quiet", "--no-tags", spec.name,
+                                        env=git_env_for(spec, self.repo))
+        if proc.returncode != 0:
+            return _first_error(proc.stderr) or f"fetch from {spec.name} failed"
+        self.on_event("fetched", {"remote": spec.name})
+        return None
+
+    # -- merge -------------------------------------------------------------------
+    def merge_from(self, specs: Sequence[str], branch: str | None) -> tuple[list[str], list[str]]:
+        """Merge local synced/BRANCH and each remote's branches; union-merge git-annex.
+
+        One merge at a time: pushes to several remotes run in threads, and each may
+        answer a rejection by merging (in the one work tree)."""
+        with self._merging:
+            return self._merge_from(specs, branch)
+
+    def _merge_from(self, specs: Sequence[str], branch: str | None
+                    ) -> tuple[list[str], list[str]]:
+        merged: list[str] = []
+        conflicts: list[str] = []
+        if branch is not None and not self.repo.bare:
+            refs = [f"refs/heads/synced/{branch}"]
+            for name in specs:
+                refs += [f"refs/remotes/{name}/{branch}", f"refs/remotes/{name}/synced/{branch}"]
+            pending = refs_not_merged(self.repo, "HEAD", refs)
+            for ref in refs if pending is None else pending:
+                res = merge_ref(self.repo, ref)
+                if res.merged:
+                    merged.append(ref)
+                    conflicts += res.conflicts
+                    self.on_event("merged", {"ref": ref, "conflicts": res.conflicts})
+        if self._siblings_to_merge() and self.branch.merge_siblings() is not None:
+            self.on_event("merged", {"ref": "git-annex"})
+        return merged, conflicts
+
+    def _siblings_to_merge(self) -> bool:
+        """Is some other */git-annex branch not merged into ours yet (or ours missing)?"""
+        proc = self.repo.git.run_status(
+            "for-each-ref", "--format=%(refname)", f"--no-merged={ANNEX_REF}",
+            "refs/remotes", "refs/heads/synced", "refs/synced")
+        if proc.returncode != 0:
+            return True
+        return any(r.endswith("/git-annex") and r != ANNEX_REF
+                   for r in proc.stdout.decode("utf-8", "surrogateescape").splitlines())
+
+    def needs_push(self, spec: RemoteSpec, branch: str | None) -> bool:
+        """Does ``spec`` lack commits of our BRANCH or git-annex? (git-annex's rule: judged
+        by its synced/BRANCH, synced/git-annex and git-annex as last fetched or pushed.)"""
+        ours = [ANNEX_REF] + ([f"refs/heads/{branch}"] if branch is not None else [])
+        tracking = [f"refs/remotes/{spec.name}/{b}" for b in
+                    ("synced/git-annex", "git-annex", *([f"synced/{branch}"] if branch else []))]
+        proc = self.repo.git.run_status("for-each-ref", "--format=%(refname)", *ours, *tracking)
+        have = set(proc.stdout.decode("utf-8", "surrogateescape").splitlines())
+        theirs = [t for t in tracking if t in have]
+        ours = [o for o in ours if o in have]
+        if not theirs:
+            return bool(ours)
+        proc = self.repo.git.run_status("rev-list", "-n1", *ours, "--not", *theirs, "--")
+        return proc.returncode != 0 or bool(proc.stdout.strip())
+
+    # -- push --------------------------------------------------------------------
+    def push(self, spec: RemoteSpec, branch: str | None, *, force: bool = False
+             ) -> str | None:
+        """Push our branches to ``spec`` (unless it has them already and not ``force``);
+        returns an error message or None."""
+        if (why := local_unavailable(spec, self.repo)) is not None:
+            return f"{spec.name} is not available: {why}"
+        if not force and not self.needs_push(spec, branch):
+            return None
+        git = self.repo.git
+        env = git_env_for(spec, self.repo)
+        refspecs = ["+refs/heads/git-annex:refs/heads/synced/git-annex"]
+        if branch is not None:
+            refspecs.insert(0, f"refs/heads/{branch}:refs/heads/synced/{branch}")
+        error: str | None = None
+        for attempt in range(3):
+            proc = git.run_status("push", "--quiet", spec.name, *refspecs, env=env)
+            if proc.returncode == 0:
+                error = None
+                break
+            error = _first_error(proc.stderr) or f"push to {spec.name} failed"
+            if attempt == 2:
+                break
+            # Most likely the remote moved on (a quiet push does not say): pull what
+            # it has, merge, and push again. If it cannot even be fetched, give up.
+            if self.fetch(spec) is not None:
+                break
+            self.merge_from([spec.name], branch)
+        if error is not None:
+            return error
+        # Direct pushes, in one (not atomic: each ref on its own): fast-forward git-annex,
+        # and BRANCH for bare remotes. A checked-out BRANCH refuses (denyCurrentBranch)
+        # and a diverged git-annex is not a fast-forward; both are expected.
+        direct = ["refs/heads/git-annex:refs/heads/git-annex"]
+        if branch is not None:
+            direct.append(f"refs/heads/{branch}:refs/heads/{branch}")
+        git.run_status("push", "--quiet", spec.name, *direct, env=env)
+        self.on_event("pushed", {"remote": spec.name})
+        return None
+
+    # -- a whole round -------------------------------------------------------------
+    def sync(self, opts: SyncOptions | None = None) -> SyncResult:
+        opts = opts or SyncOptions()
+        result = SyncResult()
+        specs = self.sync_remotes(opts.remotes)
+        for s in specs:
+            result.remotes[s.name] = RemoteResult(s.name)
+        reachable = [s.name for s in specs]
+        with ThreadPoolExecutor(max(1, opts.jobs)) as pool:
+            # Fetching needs nothing from the commit step: it runs meanwhile.
+            fetches = [pool.submit(self.fetch, s) for s in specs] if opts.pull else []
+            if opts.commit:
+                result.committed = self.commit_local(opts.message)
+            else:
+                self.branch.commit()
+            errors = [f.result() for f in fetches]
+        branch = current_branch(self.repo)
+        if fetches:
+            reachable = []
+            for s, err in zip(specs, errors, strict=True):
+                rr = result.remotes[s.name]
+                rr.fetched = err is None
+                rr.error = err
+                if err is None:
+                    reachable.append(s.name)
+                else:
+                    self.on_event("remote-failed", {"remote": s.name, "error": err})
+        if opts.pull:
+            merged, conflicts = self.merge_from(reachable, branch)
+            result.merged, result.conflicts = merged, conflicts
+        if branch is not None and not self.repo.bare:
+            # pushLocal: synced/BRANCH follows BRANCH, so other clones can merge it.
+            self.repo.git.run_status("update-ref", f"refs/heads/synced/{branch}", "HEAD")
+        if opts.push:
+            targets = [s for s in specs if s.name in reachable or not opts.pull]
+            with ThreadPoolExecutor(max(1, opts.jobs)) as pool:
+                errors = list(pool.map(lambda s: self.push(s, branch), targets))
+            for s, err in zip(targets, errors, strict=True):
+                rr = result.remotes[s.name]
+                rr.pushed = err is None
+                if err is not None:
+                    rr.error = err
+                    self.on_event("remote-failed", {"remote": s.name, "error": err})
+        return result
+
+
+def _first_error(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("fatal:", "error:", "ERROR")):
+            return ln
+    return lines[0] if lines else ""

@@ -1,0 +1,127 @@
+"""Helpers for the trigger tests: clones, daemons in namespaces, privilege checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from annexsync.testing.daemons import Daemon, wait_for
+
+__all__ = ["Daemon", "NsDaemon", "annexsync", "git", "log_lines", "make_clones",
+           "need_netns", "need_unshare", "sh", "wait_for"]
+
+
+def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    p = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, env=env)
+    if p.returncode:
+        raise AssertionError(f"{args} failed: {p.stdout}{p.stderr}")
+    return p.stdout
+
+
+def git(cwd: Path, *args: str) -> str:
+    return sh(cwd, "git", *args).strip()
+
+
+def annexsync(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=cwd,
+                       capture_output=True, text=True)
+    if check and p.returncode:
+        raise AssertionError(f"annexsync {args} failed: {p.stdout}{p.stderr}")
+    return p
+
+
+def make_clones(base: Path, n: int) -> list[Path]:
+    """n clones of a new repository, each with every other as a local-path remote."""
+    first = base / "c0"
+    first.mkdir(parents=True)
+    sh(first, "git", "init", "-q", "-b", "main")
+    annexsync(first, "init", "c0")
+    (first / "seed.txt").write_text("seed\n")
+    annexsync(first, "sync", "-q")
+    clones = [first]
+    for i in range(1, n):
+        sh(base, "git", "clone", "-q", str(first), f"c{i}")
+        annexsync(base / f"c{i}", "init", f"c{i}")
+        clones.append(base / f"c{i}")
+    for i, c in enumerate(clones):
+        existing = sh(c, "git", "remote").split()
+        if "origin" in existing:
+            sh(c, "git", "remote", "remove", "origin")
+        for j, other in enumerate(clones):
+            if i != j:
+                sh(c, "git", "remote", "add", f"c{j}", str(other))
+    return clones
+
+
+def log_lines(d: Daemon, needle: str) -> list[str]:
+    return [ln for ln in d.log().splitlines() if needle in ln]
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces, mounts); scripts/test.sh runs it as root in CI")
+
+
+def need_unshare() -> None:
+    """Skip unless a private mount namespace with a tmpfs can be made here."""
+    need_root()
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("unshare/nsenter (util-linux) not installed")
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        "mount -t tmpfs none /mnt && umount /mnt"],
+                       capture_output=True, text=True)
+    if p.returncode:
+        pytest.skip(f"the kernel forbids mount namespaces here: {p.stderr.strip()}")
+
+
+def need_netns() -> None:
+    """Skip unless network namespaces and veth pairs can be made here."""
+    need_root()
+    if shutil.which("ip") is None:
+        pytest.skip("ip (iproute2) not installed")
+    name = f"annexsync-probe-{os.getpid()}"
+    p = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if p.returncode:
+        pytest.skip(f"the kernel forbids network namespaces here: {p.stderr.strip()}")
+    try:
+        p = subprocess.run(["ip", "-n", name, "link", "add", "pa", "type", "veth", "peer",
+                            "name", "pb"], capture_output=True, text=True)
+        if p.returncode:
+            pytest.skip(f"cannot make veth pairs here: {p.stderr.strip()}")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class NsDaemon(Daemon):
+    """A foreground assistant started under a command prefix (``unshare``, ``ip netns
+    exec``); the prefix must exec the daemon so that ``proc.pid`` is the daemon's."""
+
+    def __init__(self, repo: Path, prefix: list[str], env: dict[str, str] | None = None
+                 ) -> None:
+        super().__init__(repo, env=env)
+        self.prefix = prefix
+
+    def start(self, timeout: float = 20.0) -> NsDaemon:
+        try:
+            self.status_path.unlink()
+        except FileNotFoundError:
+            pass
+        out = open(self.repo / ".git" / "annex" / "test-daemon.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "annexsync", "assistant", "--foreground",
+             str(self.repo)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=self.repo,
+            env=self.env or os.environ.copy())
+        out.close()
+        wait_for(self._started, timeout, what=f"assistant on {self.repo} to start")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
