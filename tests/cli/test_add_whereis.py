@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from annexsync.cli.main import main
+from annexsync.testing.annexrepos import run_cli
 
 TRICKY = [
     "plain.txt", "with space.txt", "ünïcödé.txt", "-leading-dash.bin", "new\nline.dat",
@@ -21,20 +21,7 @@ def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess
     return subprocess.run(list(args), cwd=cwd, check=check, capture_output=True, text=True)
 
 
-def annexsync(cwd: Path, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process (fast) and capture its output."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
+annexsync = run_cli  # the CLI in-process: fast, output captured
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ two write byte-identical logs.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,9 +21,9 @@ from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.location import locations_many
 from annexsync.annex.repo import AnnexRepo
 from annexsync.annex.worktree import annexed_files
-from annexsync.cli.main import main
 from annexsync.cli.repoconfig import set_uuid_log
 from annexsync.policy.preferred import ContentPolicy
+from annexsync.testing.annexrepos import run_cli
 
 pytestmark = pytest.mark.usefixtures("git_annex")
 
@@ -50,17 +47,7 @@ def ga(cwd: Path, *args: str) -> str:
     return sh(cwd, "git", "annex", *args).stdout
 
 
-def ax(cwd: Path, *args: str) -> tuple[int, str, str]:
-    """Run annexsync in-process; (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
+ax = run_cli
 
 
 def ax_ok(cwd: Path, *args: str) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from annexsync.cli.main import main
+from annexsync.testing.annexrepos import run_cli
 
 FIX_MESSAGE = "git-annex automatic merge conflict fix"
 
@@ -24,17 +22,7 @@ def sh(cwd: Path, *args: str, check: bool = True) -> str:
     return p.stdout
 
 
-def annexsync(cwd: Path, *args: str) -> tuple[int, str, str]:
-    """Run an annexsync command in-process in ``cwd``: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
+annexsync = run_cli
 
 
 def ok(cwd: Path, *args: str) -> str:

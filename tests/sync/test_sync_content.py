@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from annexsync.cli.main import main
+from annexsync.testing.annexrepos import run_cli
 
 
 def sh(cwd: Path, *args: str) -> str:
@@ -19,16 +16,7 @@ def sh(cwd: Path, *args: str) -> str:
                           text=True).stdout
 
 
-def annexsync(cwd: Path, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
+annexsync = run_cli
 
 
 @pytest.fixture

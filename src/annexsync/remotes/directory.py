@@ -32,19 +32,17 @@ from annexsync.remotes.base import (
     RemoteError,
     RemoteInfo,
     RemoteUnavailable,
-    Sink,
 )
 from annexsync.remotes.localfs import (
+    LocalContent,
     open_dir_beneath,
     open_regular_beneath,
     remove_tree_at,
 )
 from annexsync.transfers.localcopy import copy_verify
 
-_READ = 1 << 20
 
-
-class DirectoryRemote:
+class DirectoryRemote(LocalContent):
     """A directory special remote (see the module docstring)."""
 
     def __init__(self, info: RemoteInfo, directory: Path) -> None:
@@ -81,27 +79,6 @@ class DirectoryRemote:
         if not os.path.isdir(root):
             raise RemoteUnavailable(f"directory {self.directory} is not accessible")
         raise KeyNotPresent(f"{self.info.name} does not have {key}")
-
-    def check_present(self, key: Key) -> bool:
-        try:
-            fd = self.open_content(key)
-        except KeyNotPresent:
-            return False
-        os.close(fd)
-        return True
-
-    def retrieve(self, key: Key, sink: Sink, offset: int, meter: Meter) -> None:
-        fd = self.open_content(key)
-        try:
-            buf = bytearray(_READ)
-            view = memoryview(buf)
-            pos = offset
-            while n := os.preadv(fd, [view], pos):
-                sink.write(view[:n])
-                pos += n
-                meter(n)
-        finally:
-            os.close(fd)
 
     def store(self, key: Key, src: Path, meter: Meter) -> None:
         if self.info.readonly:

@@ -43,9 +43,9 @@ from annexsync.remotes.base import (
     RemoteError,
     RemoteInfo,
     RemoteUnavailable,
-    Sink,
 )
 from annexsync.remotes.localfs import (
+    LocalContent,
     fd_path,
     is_beneath,
     open_dir_beneath,
@@ -53,8 +53,6 @@ from annexsync.remotes.localfs import (
 )
 from annexsync.transfers.localcopy import copy_verify
 from annexsync.transfers.locationlog import LocationRecorder
-
-_READ = 1 << 20
 
 
 def find_git_dir(path: Path) -> tuple[Path, Path | None] | None:
@@ -123,7 +121,7 @@ def unavailable_reason(path: Path, expected_uuid: str) -> str | None:
     return None
 
 
-class GitLocalRemote:
+class GitLocalRemote(LocalContent):
     """A git-annex repository reachable as a local path (see the module docstring)."""
 
     def __init__(self, info: RemoteInfo, path: Path) -> None:
@@ -200,27 +198,6 @@ class GitLocalRemote:
             self._opened = None
             raise RemoteUnavailable(f"{self.info.name}: {self.path} is not accessible")
         raise KeyNotPresent(f"{self.info.name} does not have {key}")
-
-    def check_present(self, key: Key) -> bool:
-        try:
-            fd = self.open_content(key)
-        except KeyNotPresent:
-            return False
-        os.close(fd)
-        return True
-
-    def retrieve(self, key: Key, sink: Sink, offset: int, meter: Meter) -> None:
-        fd = self.open_content(key)
-        try:
-            buf = bytearray(_READ)
-            view = memoryview(buf)
-            pos = offset
-            while n := os.preadv(fd, [view], pos):
-                sink.write(view[:n])
-                pos += n
-                meter(n)
-        finally:
-            os.close(fd)
 
     # -- writing ----------------------------------------------------------------------------
     def store(self, key: Key, src: Path, meter: Meter) -> None:

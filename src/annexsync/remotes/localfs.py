@@ -14,8 +14,10 @@ import os
 import stat
 from collections.abc import Sequence
 
-from annexsync.remotes.base import RemoteError
+from annexsync.annex.keys import Key
+from annexsync.remotes.base import KeyNotPresent, Meter, RemoteError, Sink
 
+READ_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -115,3 +117,35 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
     finally:
         os.close(sub)
     os.rmdir(name, dir_fd=dir_fd)
+
+
+class LocalContent:
+    """check_present and retrieve for remotes whose content is a local file.
+
+    The subclass provides ``open_content(key) -> fd`` (opened without following a
+    symlink out of the remote; KeyNotPresent when absent).
+    """
+
+    def open_content(self, key: Key) -> int:
+        raise NotImplementedError
+
+    def check_present(self, key: Key) -> bool:
+        try:
+            fd = self.open_content(key)
+        except KeyNotPresent:
+            return False
+        os.close(fd)
+        return True
+
+    def retrieve(self, key: Key, sink: Sink, offset: int, meter: Meter) -> None:
+        fd = self.open_content(key)
+        try:
+            buf = bytearray(READ_CHUNK)
+            view = memoryview(buf)
+            pos = offset
+            while n := os.preadv(fd, [view], pos):
+                sink.write(view[:n])
+                pos += n
+                meter(n)
+        finally:
+            os.close(fd)
