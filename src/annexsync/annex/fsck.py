@@ -41,7 +41,7 @@ from annexsync.annex.keysdb import InodeCache
 from annexsync.annex.location import locations_many, log_presence, now
 from annexsync.annex.locks import LockBusy
 from annexsync.annex.logs import parse_single_value_log
-from annexsync.annex.objects import ObjectStore
+from annexsync.annex.objects import ObjectStore, remove_empty_key_dirs
 from annexsync.annex.repo import AnnexRepo
 from annexsync.annex.repos import RepoMap
 from annexsync.annex.unlocked import UnlockedContent, copy_fd
@@ -210,11 +210,7 @@ class Fsck:
                     os.unlink(p)
                 except FileNotFoundError:
                     pass
-            for d in (keydir, keydir.parent, keydir.parent.parent):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    break
+            remove_empty_key_dirs(keydir)
         return dest
 
     def _restore_from_worktree(self, key: Key, users: list[AnnexedFile],

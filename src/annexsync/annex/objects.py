@@ -153,11 +153,7 @@ class ObjectStore:
             os.unlink(lock.path)
         except FileNotFoundError:
             pass
-        for d in (keydir, keydir.parent, keydir.parent.parent):
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        remove_empty_key_dirs(keydir)
         return True
 
     def iter_keys(self) -> list[Key]:
@@ -174,6 +170,15 @@ class ObjectStore:
                     except ValueError:
                         continue
         return keys
+
+
+def remove_empty_key_dirs(keydir: Path) -> None:
+    """Remove a key's directory and its two hash directories, as far as they are empty."""
+    for d in (keydir, keydir.parent, keydir.parent.parent):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 def _restore_readonly(keydir: Path) -> None:
