@@ -184,7 +184,9 @@ def test_drive_mounted_synced_unmounted_nothing_lost_remounted(tmp_path: Path) -
             wait_for(lambda n=name: c1_uuid in where(n), 10, what=f"c1 to keep {name}")
         # no error storm about the missing drive, and no deletion recorded
         failed_after = len(log_lines(d, "push-failed")) + len(log_lines(d, "fetch-failed"))
-        assert failed_after == failed_before, d.log()[-3000:]
+        # At most the one push that was under way when the drive went away; a storm
+        # would be one per commit or per retry.
+        assert failed_after - failed_before <= 1, d.log()[-3000:]
         assert "from-drive.bin" in git(a, "ls-tree", "-r", "--name-only", "HEAD")
 
         # Plug it back: what happened meanwhile reaches it, and it still has everything.

@@ -111,11 +111,18 @@ class TransferScanner:
                 out.append((c.path, key))
         return out
 
+    CHUNK = 2000
+    """Files checked per batch: bounds the memory of the start-up scan of a big tree."""
+
     def check(self, files: Iterable[tuple[str, Key]]) -> None:
+        files = list(files)
+        for i in range(0, len(files), self.CHUNK):
+            self._check_chunk(files[i:i + self.CHUNK])
+
+    def _check_chunk(self, files: list[tuple[str, Key]]) -> None:
         hub = self.hub
         tr = hub.transfers
         assert tr is not None
-        files = list(files)
         if not files:
             return
         here = hub.repo.uuid
