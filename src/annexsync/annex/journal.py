@@ -41,7 +41,9 @@ class Journal:
         """Hold the journal lock (re-entrant within this object)."""
         with self._thread_lock:
             if self._depth == 0:
-                self.annex_dir.mkdir(parents=True, exist_ok=True)
+                # Not parents=True: for another repository (a drive that may have
+                # been unplugged) we must not recreate it in an empty mount point.
+                self.annex_dir.mkdir(exist_ok=True)
                 self._held = lock_file(self.lock_path, exclusive=True, blocking=True)
             self._depth += 1
             try:
@@ -70,8 +72,8 @@ class Journal:
         """Replace the journalled content of a branch file (caller holds :meth:`locked`)."""
         if self._depth == 0:
             raise RuntimeError("journal write without the journal lock")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="journal.")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -148,13 +148,30 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _lock_sane(path: Path) -> Lock:
+def makedirs_within(base: Path, directory: Path) -> None:
+    """Create ``directory`` and its parents, but only below an existing ``base``.
+
+    ``base`` is an annex directory, possibly another repository's on a removable
+    drive: if the drive went away, creating it again would plant a fake repository
+    in the empty mount point, so a missing ``base`` raises FileNotFoundError.
+    """
+    rel = directory.relative_to(base)
+    cur = base
+    for part in rel.parts:
+        cur = cur / part
+        try:
+            os.mkdir(cur)
+        except FileExistsError:
+            pass
+
+
+def _lock_sane(path: Path, base: Path) -> Lock:
     """Take the lock on ``path``; make sure the file we locked is still the one there."""
     for _ in range(3):
         try:
             lk = lock_file(path, exclusive=True, blocking=False)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            makedirs_within(base, path.parent)
             continue
         except LockBusy:
             raise TransferAlreadyRunning() from None
@@ -211,8 +228,8 @@ class TransferRecord:
         locks: list[Lock] = []
         try:
             if key_lock:
-                locks.append(_lock_sane(transfer.key_lock_path(annex_dir)))
-            locks.append(_lock_sane(transfer.lock_path(annex_dir)))
+                locks.append(_lock_sane(transfer.key_lock_path(annex_dir), annex_dir))
+            locks.append(_lock_sane(transfer.lock_path(annex_dir), annex_dir))
             info = TransferInfo(Timestamp.from_ns(now_ns), None, associated_file)
             if not defer_info:
                 _write(transfer.info_path(annex_dir), format_transfer_info(info))
@@ -255,7 +272,7 @@ class TransferRecord:
             info = TransferInfo(self.info.started, self.bytes_complete,
                                 self.info.associated_file)
             try:
-                failed.parent.mkdir(parents=True, exist_ok=True)
+                makedirs_within(self.annex_dir, failed.parent)
                 _write(failed, format_transfer_info(info))
             except OSError:
                 pass
