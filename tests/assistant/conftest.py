@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from annexsync.testing.daemons import Daemon
+from annexsync.testing.daemons import Daemon, make_clones
 
 
 def sh(cwd: Path, *args: str) -> str:
@@ -22,32 +22,6 @@ def annexsync(cwd: Path, *args: str) -> str:
     import sys
 
     return sh(cwd, sys.executable, "-m", "annexsync", *args)
-
-
-def make_clones(base: Path, n: int, *, chain: bool = False) -> list[Path]:
-    """n clones of a new repository; each has the others as remotes (or a chain)."""
-    first = base / "c0"
-    first.mkdir(parents=True)
-    sh(first, "git", "init", "-q", "-b", "main")
-    annexsync(first, "init", "c0")
-    (first / "seed.txt").write_text("seed\n")
-    annexsync(first, "sync", "-q")
-    clones = [first]
-    for i in range(1, n):
-        sh(base, "git", "clone", "-q", str(first), f"c{i}")
-        annexsync(base / f"c{i}", "init", f"c{i}")
-        clones.append(base / f"c{i}")
-    for i, c in enumerate(clones):
-        existing = sh(c, "git", "remote").split()
-        for j, other in enumerate(clones):
-            if i == j or f"c{j}" in existing:
-                continue
-            if chain and abs(i - j) != 1:
-                continue
-            sh(c, "git", "remote", "add", f"c{j}", str(other))
-        if "origin" in existing and (chain or n > 1):
-            sh(c, "git", "remote", "remove", "origin")
-    return clones
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from annexsync.testing.daemons import Daemon, wait_for
+from annexsync.testing.daemons import Daemon, make_clones, wait_for
 
 __all__ = ["Daemon", "NsDaemon", "annexsync", "git", "log_lines", "make_clones",
            "need_netns", "need_unshare", "sh", "wait_for"]
@@ -33,29 +33,6 @@ def annexsync(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
     if check and p.returncode:
         raise AssertionError(f"annexsync {args} failed: {p.stdout}{p.stderr}")
     return p
-
-
-def make_clones(base: Path, n: int) -> list[Path]:
-    """n clones of a new repository, each with every other as a local-path remote."""
-    first = base / "c0"
-    first.mkdir(parents=True)
-    sh(first, "git", "init", "-q", "-b", "main")
-    annexsync(first, "init", "c0")
-    (first / "seed.txt").write_text("seed\n")
-    annexsync(first, "sync", "-q")
-    clones = [first]
-    for i in range(1, n):
-        sh(base, "git", "clone", "-q", str(first), f"c{i}")
-        annexsync(base / f"c{i}", "init", f"c{i}")
-        clones.append(base / f"c{i}")
-    for i, c in enumerate(clones):
-        existing = sh(c, "git", "remote").split()
-        if "origin" in existing:
-            sh(c, "git", "remote", "remove", "origin")
-        for j, other in enumerate(clones):
-            if i != j:
-                sh(c, "git", "remote", "add", f"c{j}", str(other))
-    return clones
 
 
 def log_lines(d: Daemon, needle: str) -> list[str]:

@@ -87,3 +87,38 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def make_clones(base: Path, n: int, *, chain: bool = False) -> list[Path]:
+    """``n`` clones ``c0``… of a new repository, for assistant tests and benchmarks.
+
+    Each clone gets every other as a local-path remote named ``cJ`` (with ``chain``,
+    only its neighbours); ``origin`` is removed so only those remotes exist.
+    """
+
+    def run(cwd: Path, *args: str) -> None:
+        p = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed: {p.stdout}{p.stderr}")
+
+    def annexsync(cwd: Path, *args: str) -> None:
+        run(cwd, sys.executable, "-m", "annexsync", *args)
+
+    first = base / "c0"
+    first.mkdir(parents=True)
+    run(first, "git", "init", "-q", "-b", "main")
+    annexsync(first, "init", "c0")
+    (first / "seed.txt").write_text("seed\n")
+    annexsync(first, "sync", "-q")
+    clones = [first]
+    for i in range(1, n):
+        run(base, "git", "clone", "-q", str(first), f"c{i}")
+        annexsync(base / f"c{i}", "init", f"c{i}")
+        clones.append(base / f"c{i}")
+    for i, c in enumerate(clones):
+        if i > 0:
+            run(c, "git", "remote", "remove", "origin")
+        for j, other in enumerate(clones):
+            if i != j and not (chain and abs(i - j) != 1):
+                run(c, "git", "remote", "add", f"c{j}", str(other))
+    return clones
