@@ -150,8 +150,70 @@ def test_refusals_are_one_line(repo: AnnexRepo) -> None:
     one_line_error(shell("sendkey", str(repo.top), "k"), "unknown command")
 
 
-def test_notifychanges_stub(repo: AnnexRepo) -> None:
-    assert shell("notifychanges", str(repo.top)).stdout == b"READY\n"
+def _line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
+    """The next line the process writes (b"" at end of file), or fail after ``timeout``."""
+    import select
+
+    assert proc.stdout is not None
+    r, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert r, f"no line within {timeout} s"
+    return proc.stdout.readline()
+
+
+def test_notifychanges_streams_each_moved_branch_until_stdin_closes(repo: AnnexRepo) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo.top), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    (repo.top / "f").write_text("one")
+    git("add", "f")
+    git("commit", "-q", "-m", "one")
+    first = git("rev-parse", "HEAD")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANNEXSYNC_SHELL_", "GIT_ANNEX_SHELL_"))}
+    proc = subprocess.Popen([*SHELL, "notifychanges", str(repo.top)], stdin=subprocess.PIPE,
+                            bufsize=0,  # unbuffered: select() sees every line
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert _line(proc) == b"READY\n"
+        (repo.top / "f").write_text("two")
+        git("commit", "-q", "-am", "two")
+        second = git("rev-parse", "HEAD")
+        assert _line(proc).split() == [b"CHANGED", second.encode()]
+        # a new directory of branches (synced/...), and two branches in one burst
+        git("update-ref", "refs/heads/synced/x/y", first)
+        git("update-ref", "refs/heads/other", second)
+        seen: set[bytes] = set()
+        while not {first.encode(), second.encode()} <= seen:
+            words = _line(proc).split()
+            assert words[0] == b"CHANGED"
+            seen |= set(words[1:])
+        # packing moves nothing; a branch that only lives in packed-refs still counts
+        git("pack-refs", "--all")
+        git("update-ref", "refs/heads/other", first)
+        assert _line(proc).split() == [b"CHANGED", first.encode()]
+        packed = (repo.git_dir / "packed-refs").read_text()
+        (repo.git_dir / "packed-refs.new").write_text(
+            packed.replace(f"{second} refs/heads/main", f"{first} refs/heads/main"))
+        os.rename(repo.git_dir / "packed-refs.new", repo.git_dir / "packed-refs")
+        assert _line(proc).split() == [b"CHANGED", first.encode()]
+        # moving something that is not a branch says nothing; closing stdin ends it
+        git("update-ref", "refs/tags/t", first)
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_notifychanges_refuses_what_is_not_an_annex(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path / "plain")], check=True)
+    one_line_error(shell("notifychanges", str(tmp_path / "plain")),
+                   "not a git-annex repository")
+    one_line_error(shell("notifychanges", str(tmp_path / "nope")), "no such repository")
 
 
 def _fake_ssh(tmp_path: Path, env: dict[str, str]) -> str:

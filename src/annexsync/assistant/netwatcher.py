@@ -16,7 +16,8 @@ happens once the burst has been quiet for ``debounce`` (200 ms), or at the lates
 ``max_hold`` (2 s) after its first message. A resync asks the
 :class:`~annexsync.assistant.resync.Resyncer` to fetch, merge and push every
 *network* git remote (every remote that is not a local path) and to retry failed
-transfers; it forgets the pusher's back-off for them. A socket receive-buffer
+transfers; it forgets the pusher's back-off for them, and tells the ssh notifier to
+reopen lost ``notifychanges`` streams at once. A socket receive-buffer
 overflow (``ENOBUFS``) counts as an "up" change: we cannot know what we missed.
 
 While the network is down nothing is retried busily: this service only acts on
@@ -36,6 +37,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from annexsync.assistant.hub import Hub
@@ -169,9 +171,11 @@ class NetWatcher:
     name = "netwatcher"
 
     def __init__(self, hub: Hub, resyncer: Resyncer, *, debounce: float = 0.2,
-                 max_hold: float = 2.0, fallback: float = FALLBACK_SECONDS) -> None:
+                 max_hold: float = 2.0, fallback: float = FALLBACK_SECONDS,
+                 on_up: Callable[[], None] | None = None) -> None:
         self.hub = hub
         self.resyncer = resyncer
+        self.on_up = on_up  # e.g. the ssh notifier: reconnect lost streams now
         self.fallback = fallback
         self._up = Debouncer(debounce, max_hold)
         self._down = Debouncer(debounce, max_hold)
@@ -231,6 +235,8 @@ class NetWatcher:
                         self.hub.emit(self.name, "network-down")
                 if self._up.due(now):
                     self._up.reset()
+                    if self.on_up is not None:
+                        self.on_up()
                     self.resync("network-up")
                     next_fallback = now + self.fallback
                 elif now >= next_fallback:

@@ -30,6 +30,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +61,10 @@ class RemoteWatcher:
 
     name = "remotewatcher"
 
-    def __init__(self, hub: Hub, resyncer: Resyncer, *, calm: float = 0.02) -> None:
+    def __init__(self, hub: Hub, resyncer: Resyncer, *, calm: float = 0.02,
+                 on_config: Callable[[], None] | None = None) -> None:
         self.hub = hub
+        self.on_config = on_config  # told after .git/config was reloaded
         self.resyncer = resyncer
         self.calm = calm
         self.sync = GitSync(hub.repo, skip_unavailable=True)
@@ -191,6 +194,8 @@ class RemoteWatcher:
             if remote is None:  # our own git dir
                 if ev.name == "config":
                     self.hub.repo.reload_config()
+                    if self.on_config is not None:
+                        self.on_config()
                     refresh = True
                 continue
             w = self.watched.get(remote)

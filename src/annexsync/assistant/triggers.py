@@ -9,6 +9,8 @@ syncs when
 * the network comes up (:class:`~.netwatcher.NetWatcher`),
 * a clone on a local path changes, even with no daemon there
   (:class:`~.remotewatcher.RemoteWatcher`),
+* an ssh remote's branches move (its ``notifychanges`` stream,
+  :class:`~.sshnotifier.SshNotifier`),
 * a program runs ``annexsync remotechanged`` (:class:`~.control.ControlServer`),
 
 all of which only ask the one :class:`~.resync.Resyncer` for a round. And it runs
@@ -32,12 +34,14 @@ def trigger_services(hub: Hub) -> list[Any]:
         from annexsync.assistant.netwatcher import NetWatcher
         from annexsync.assistant.remotewatcher import RemoteWatcher
         from annexsync.assistant.resync import Resyncer
+        from annexsync.assistant.sshnotifier import SshNotifier
 
         resyncer = Resyncer(hub)
-        remotes = RemoteWatcher(hub, resyncer)
-        services += [resyncer, ControlServer(hub, resyncer), remotes,
+        notifier = SshNotifier(hub, resyncer)
+        remotes = RemoteWatcher(hub, resyncer, on_config=notifier.refresh)
+        services += [resyncer, ControlServer(hub, resyncer), remotes, notifier,
                      MountWatcher(hub, resyncer, on_change=remotes.refresh),
-                     NetWatcher(hub, resyncer)]
+                     NetWatcher(hub, resyncer, on_up=notifier.kick)]
     if hub.settings.change_hook:
         from annexsync.assistant.changehook import ChangeHook
 

@@ -15,9 +15,10 @@ A leading ``git-annex-shell`` or ``annexsync-shell`` word is dropped, so a clien
 that believes it is talking to git-annex-shell is served too.
 
 Commands: ``configlist DIR``, ``inannex DIR KEY…``, ``p2pstdio DIR CLIENTUUID
-[--uuid EXPECTED]``, ``notifychanges DIR`` (a stub until the triggers work lands),
-and ``git-upload-pack DIR`` / ``git-receive-pack DIR`` run by git itself. git-annex's
-own flags (``--debug``…) and ``-- field=value … --`` are accepted and ignored.
+[--uuid EXPECTED]``, ``notifychanges DIR`` (a line each time a branch moves, see
+:mod:`annexsync.shell.notify`), and ``git-upload-pack DIR`` / ``git-receive-pack DIR``
+run by git itself. git-annex's own flags (``--debug``…) and ``-- field=value … --``
+are accepted and ignored.
 
 Restrictions, from the environment (ours or git-annex-shell's names):
 ``ANNEXSYNC_SHELL_DIRECTORY``/``GIT_ANNEX_SHELL_DIRECTORY`` (only that repository),
@@ -291,13 +292,12 @@ def cmd_p2pstdio(req: Request, r: Restrictions) -> int:
 
 
 def cmd_notifychanges(req: Request, r: Restrictions) -> int:
+    from annexsync.shell.notify import serve_notifychanges
+
     repo = open_repository(resolve_directory(_need_dir(req), r))
     _check_annex(repo)
-    # Stub until change notification is built: announce, then hold the line open.
-    _out("READY\n")
-    while sys.stdin.buffer.read(4096):
-        pass
-    return 0
+    sys.stdout.flush()
+    return serve_notifychanges(Path(repo.git_dir), sys.stdin.fileno(), sys.stdout.buffer)
 
 
 def cmd_git(req: Request, r: Restrictions) -> int:

@@ -176,6 +176,29 @@ class SshServer:
                 self.proc.kill()
                 self.proc.wait()
 
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop sshd and all its sessions (as a crash or reboot would), then start it
+        again on the same port with the same keys: clients must reconnect."""
+        self.stop()
+        sshd = find_sshd()
+        assert sshd is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = subprocess.Popen(
+                [sshd, "-D", "-f", str(self.dir / "sshd_config"), "-E", str(self.log_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True)
+            while time.monotonic() < deadline and proc.poll() is None:
+                if _banner(self.port):
+                    self.proc = proc
+                    return
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            time.sleep(0.1)  # the port may still be held by the old listener
+        raise SshdUnavailable(f"sshd did not come back on port {self.port}")
+
     def __enter__(self) -> SshServer:
         return self
 
