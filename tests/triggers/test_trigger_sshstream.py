@@ -14,6 +14,7 @@ from triggerkit import git, make_clones
 from annexsync.annex.repo import AnnexRepo
 from annexsync.assistant.events import EventLog
 from annexsync.assistant.hub import Hub, Settings
+from annexsync.assistant.resync import SyncRequest
 from annexsync.assistant.sshnotifier import SshNotifier, _Stream
 
 
@@ -21,8 +22,9 @@ class Resyncer:
     def __init__(self) -> None:
         self.requests: list[tuple[list[str], str]] = []
 
-    def request(self, remotes: list[str], reason: str, **kw: object) -> None:
+    def request(self, remotes: list[str], reason: str, **kw: object) -> SyncRequest:
         self.requests.append((sorted(remotes), reason))
+        return SyncRequest(frozenset(remotes), reason)  # never done: a fetch under way
 
 
 def read_stream(repo: Path, text: bytes, *, resync: bool = False
@@ -54,6 +56,13 @@ def test_unknown_ids_fetch_known_ids_do_not(repo: Path) -> None:
     assert error == ""  # a clean end of the stream
     assert requests == [(["srv"], "remote-changed")]
     assert kinds == ["notify-connected", "remote-changed"]
+
+
+def test_ids_a_fetch_under_way_will_bring_ask_nothing_more(repo: Path) -> None:
+    one, two = "1" * 40, "2" * 40
+    _, requests, _ = read_stream(
+        repo, f"READY\nCHANGED {one}\nCHANGED {one}\nCHANGED {two} {one}\n".encode())
+    assert requests == [(["srv"], "remote-changed")] * 2  # the third line has a new id
 
 
 def test_reconnection_asks_for_a_full_resync(repo: Path) -> None:

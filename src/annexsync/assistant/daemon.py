@@ -145,7 +145,9 @@ class Assistant:
     # -- events -> log and status ----------------------------------------------------
     def _on_event(self, ev: Event) -> None:
         if self._log is not None:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time))
+            # milliseconds: the daemon's reactions are measured in them
+            stamp = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time))
+                     + f".{int(ev.time * 1000) % 1000:03d}")
             data = " ".join(f"{k}={v}" for k, v in ev.data.items() if k != "trace")
             try:
                 self._log.write(f"[{stamp}] {ev.service}: {ev.kind} {data}\n")

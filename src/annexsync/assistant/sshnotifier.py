@@ -10,9 +10,11 @@ whatever ``remote.NAME.annex-shell`` names). The far side writes ``READY``, then
 
 * ``CHANGED``: the object ids are checked here with one ``cat-file --batch-check``.
   Ids we already have are our own pushes coming back (or something we fetched
-  already): nothing to do. Otherwise the :class:`~.resync.Resyncer` is asked to
-  fetch and merge that remote (no push, no full transfer scan: the merger tells the
-  scanner what a merge changed).
+  already): nothing to do, and neither when a fetch asked for the same ids is still
+  under way (a sync on the far side moves ``main`` and ``synced/main`` a moment
+  apart). Otherwise the :class:`~.resync.Resyncer` is asked to fetch and merge that
+  remote (no push, no full transfer scan: the merger tells the scanner what a merge
+  changed).
 * ``READY`` after a connection was lost (or could not be made): a full resync of
   that remote, since changes may have been missed meanwhile.
 * The stream dies (sshd restarted, network gone, remote moved): it is reopened after
@@ -40,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 from annexsync.assistant.hub import Hub
-from annexsync.assistant.resync import Resyncer
+from annexsync.assistant.resync import Resyncer, SyncRequest
 from annexsync.git.catfile import check_many
 from annexsync.remotes.base import RemoteUnavailable
 from annexsync.remotes.p2p import SHELLS
@@ -83,6 +85,7 @@ class SshNotifier:
         self.max_backoff = max_backoff
         self.sync = GitSync(hub.repo, skip_unavailable=True)
         self.streams: dict[str, _Stream] = {}
+        self._asked: dict[str, tuple[set[str], SyncRequest]] = {}  # the last fetch asked
         self._refresh = threading.Event()
 
     # -- control ------------------------------------------------------------------------
@@ -269,6 +272,11 @@ class SshNotifier:
             new = [x for x in shas if known.get(x) is None]
         except Exception:  # noqa: BLE001 - when in doubt, fetch
             new = shas
-        if new:
-            self.hub.emit(self.name, "remote-changed", remote=name, new=new[:10])
-            self.resyncer.request([name], "remote-changed", push=False, full_scan=False)
+        if not new:
+            return
+        asked = self._asked.get(name)
+        if asked is not None and not asked[1].done.is_set() and set(new) <= asked[0]:
+            return  # a fetch asked for these ids is under way (a sync moves 2 refs apart)
+        self.hub.emit(self.name, "remote-changed", remote=name, new=new[:10])
+        req = self.resyncer.request([name], "remote-changed", push=False, full_scan=False)
+        self._asked[name] = (set(new), req)
