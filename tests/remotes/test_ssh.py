@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -185,3 +186,15 @@ def test_unreachable_host_is_unavailable(tmp_path: Path, sshd: SshServer) -> Non
     with pytest.raises(RemoteUnavailable, match="ssh to annexsync-test failed"):
         conns.ensure_master("annexsync-test")
     conns.cleanup()
+
+
+def test_masters_get_keepalives_unless_the_user_configured_them(tmp_path: Path) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("ssh client not installed")
+    plain, own = tmp_path / "plain.cfg", tmp_path / "own.cfg"
+    plain.write_text("Host *\n  BatchMode yes\n")
+    own.write_text("Host *\n  ServerAliveInterval 7\n")
+    argv = SshConnections(tmp_path / "a", options=["-F", str(plain)]).ssh_argv("h", "true")
+    assert argv.index("ServerAliveInterval=15") < argv.index("-T")
+    argv = SshConnections(tmp_path / "b", options=["-F", str(own)]).ssh_argv("h", "true")
+    assert not [a for a in argv if a.startswith("ServerAlive")]  # the user's 7 s stands

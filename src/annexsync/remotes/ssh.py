@@ -20,6 +20,10 @@ master also exits after :data:`DEFAULT_PERSIST` of idleness (git-annex: forever)
 so a process that never cleans up leaks nothing for long. A daemon keeps its
 master busy, and ``persist="yes"`` is available.
 
+*Keep-alives.* Unless the user's ssh configuration (``ssh -G``) sets
+``ServerAliveInterval``, a master is started with 15 s keep-alives, so a link that
+died silently is noticed in about a minute instead of when TCP gives up.
+
 *Sidecar lock.* ``<socket>.lock`` is locked *shared* by every process that is using
 (or about to use) the socket; cleanup takes an *exclusive* non-blocking lock before
 ``ssh -O stop``, so a master is never stopped under a user. The locks are fcntl
@@ -82,6 +86,12 @@ _BAD_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 DEFAULT_PERSIST = "600"
 """ControlPersist: seconds an idle master stays up."""
+
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT = 4
+"""A master notices a dead link after about a minute (unless the user configured it)."""
+_keepalive_cache: dict[tuple[object, ...], list[str]] = {}
+_keepalive_mutex = threading.Lock()
 
 ENV_SOCKET_DIR = "ANNEXSYNC_SSH_SOCKET_DIR"
 ENV_OPTIONS = "ANNEXSYNC_SSH_OPTIONS"
@@ -358,7 +368,38 @@ class SshConnections:
             self._names.add(_socket_name(destination, port))
         self._hold(sock)
         return ["-S", str(sock), "-o", "ControlMaster=auto",
-                "-o", f"ControlPersist={self.persist}"]
+                "-o", f"ControlPersist={self.persist}",
+                *self.keepalive_options(destination, port)]
+
+    def keepalive_options(self, destination: str, port: int | None) -> list[str]:
+        """``ServerAliveInterval`` for a master, unless the user's ssh config sets one.
+
+        A master whose link died silently would otherwise hold every session on it
+        (a push, the notifychanges stream) until TCP gives up, which takes many
+        minutes. ``ssh -G`` tells what the user's configuration says (no connection
+        is made); its answer is remembered per host for the life of the process.
+        """
+        key = (tuple(self.program), tuple(self.options), destination, port)
+        with _keepalive_mutex:
+            if key in _keepalive_cache:
+                return _keepalive_cache[key]
+        argv = [*self.program, *self.options, *(["-p", str(port)] if port else []),
+                "-G", destination]
+        opts: list[str] = []
+        try:
+            out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                 timeout=10).stdout.decode("utf-8", "replace")
+            values = dict(ln.split(" ", 1) for ln in out.splitlines() if " " in ln)
+            # BatchMode implies 300 s (15 min to notice a dead link): not the user's choice
+            implied = {"0", "300"} if values.get("batchmode") == "yes" else {"0"}
+            if values.get("serveraliveinterval", "0") in implied and "hostname" in values:
+                opts = ["-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}",
+                        "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}"]
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+        with _keepalive_mutex:
+            _keepalive_cache[key] = opts
+        return opts
 
     # -- argv ----------------------------------------------------------------------
     def ssh_argv(self, loc: SshLocation | str, command: Sequence[str] | str | None,
