@@ -6,9 +6,10 @@ The protocol is git-annex-shell's (its remotedaemon is a client, and so is ours)
 once the watches are in place the server writes ``READY``; after that, whenever
 branches change, one line ``CHANGED SHA…`` carrying the new values of the refs that
 moved. Writes that come close together (a push updates several branches) are
-gathered for :data:`GATHER_MS` into one line. The client never sends anything; end
-of file on standard input (the client or its ssh connection went away) ends the
-command, so no process outlives its connection.
+gathered for :data:`GATHER_MS` (20 ms; a push updates all its refs well within it)
+into one line. The client never sends anything; end of file on standard input (the
+client or its ssh connection went away) ends the command, so no process outlives its
+connection.
 
 inotify watches ``refs/heads`` recursively (branch names have slashes; new
 directories are watched as they appear) and the git directory for ``packed-refs``.
@@ -35,7 +36,7 @@ from typing import BinaryIO
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-GATHER_MS = 50
+GATHER_MS = 20
 _REF_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.CREATE | F.ONLYDIR
 _DIR_MASK = F.MOVED_TO | F.CLOSE_WRITE
 _SHA_RE = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
