@@ -18,9 +18,10 @@ from pathlib import Path
 from triggerkit import NsDaemon, annexsync, git, log_lines, make_clones, need_unshare, wait_for
 
 from annexsync.annex.repo import AnnexRepo
+from annexsync.assistant.driverepos import RECEIVE_PACK
 from annexsync.assistant.events import EventLog
 from annexsync.assistant.hub import Hub, Settings
-from annexsync.assistant.mountwatcher import RECEIVE_PACK, Mount, MountWatcher
+from annexsync.assistant.mountwatcher import Mount, MountWatcher
 
 
 def nsenter(pid: int, script: str) -> str:

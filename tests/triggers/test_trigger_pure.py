@@ -184,7 +184,7 @@ def test_unavailable_reason(tmp_path: Path) -> None:
 import os  # noqa: E402
 import time  # noqa: E402
 
-from annexsync.assistant import mountwatcher as mw  # noqa: E402
+from annexsync.assistant import driverepos as dr  # noqa: E402
 
 OURS = "11111111-2222-4333-8444-555555555555"
 THEIRS = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
@@ -196,39 +196,39 @@ def _uuid_log(*pairs: tuple[str, str]) -> bytes:
 
 
 def test_valid_uuid_and_remote_names_from_untrusted_descriptions() -> None:
-    assert mw.valid_uuid(OURS) and mw.valid_uuid(THEIRS.upper())
+    assert dr.valid_uuid(OURS) and dr.valid_uuid(THEIRS.upper())
     for bad in ("", "web", OURS + "\n", OURS[:-1], "../" + OURS, OURS.replace("-", "")):
-        assert not mw.valid_uuid(bad), bad
-    assert mw.sanitise_remote_name("root@host:/media/usb/annex") == "root-host-media-usb-annex"
-    assert mw.sanitise_remote_name("my drive") == "my-drive"
-    assert mw.sanitise_remote_name("../../etc") == "etc"
-    assert mw.sanitise_remote_name("a..b") == "a.b"
-    assert mw.sanitise_remote_name("-rf") == "rf"
-    assert mw.sanitise_remote_name("x" * 300) == "x" * mw.REMOTE_NAME_MAX
+        assert not dr.valid_uuid(bad), bad
+    assert dr.sanitise_remote_name("root@host:/media/usb/annex") == "root-host-media-usb-annex"
+    assert dr.sanitise_remote_name("my drive") == "my-drive"
+    assert dr.sanitise_remote_name("../../etc") == "etc"
+    assert dr.sanitise_remote_name("a..b") == "a.b"
+    assert dr.sanitise_remote_name("-rf") == "rf"
+    assert dr.sanitise_remote_name("x" * 300) == "x" * dr.REMOTE_NAME_MAX
     for unusable in ("", " ", "\n\t", "...", "foo.lock", "HEAD", "ñ", "/"):
-        assert mw.sanitise_remote_name(unusable) is None, unusable
-    assert mw.remote_name_for("Backup disk", THEIRS, ["c1"]) == "Backup-disk"
+        assert dr.sanitise_remote_name(unusable) is None, unusable
+    assert dr.remote_name_for("Backup disk", THEIRS, ["c1"]) == "Backup-disk"
     # taken (ignoring case), unusable or missing: drive-UUID8, and never an existing name
-    assert mw.remote_name_for("c1", THEIRS, ["C1"]) == "drive-aaaaaaaa"
-    assert mw.remote_name_for("HEAD", THEIRS, []) == "drive-aaaaaaaa"
-    assert mw.remote_name_for(None, THEIRS, ["drive-aaaaaaaa", "drive-aaaaaaaa-2"]) \
+    assert dr.remote_name_for("c1", THEIRS, ["C1"]) == "drive-aaaaaaaa"
+    assert dr.remote_name_for("HEAD", THEIRS, []) == "drive-aaaaaaaa"
+    assert dr.remote_name_for(None, THEIRS, ["drive-aaaaaaaa", "drive-aaaaaaaa-2"]) \
         == "drive-aaaaaaaa-3"
 
 
 def test_plan_drive_remotes_adds_only_unknown_clones_of_this_repository() -> None:
-    clone = mw.DriveRepo("/media/usb/annex", THEIRS, _uuid_log((OURS, "laptop"),
+    clone = dr.DriveRepo("/media/usb/annex", THEIRS, _uuid_log((OURS, "laptop"),
                                                                 (THEIRS, "usb annex")))
-    plan = mw.plan_drive_remotes([clone], OURS, remote_names=["origin"], remote_paths=[],
+    plan = dr.plan_drive_remotes([clone], OURS, remote_names=["origin"], remote_paths=[],
                                  remote_uuids={})
-    assert plan == [mw.DriveDecision("/media/usb/annex", THEIRS, "usb-annex", "", True)]
+    assert plan == [dr.DriveDecision("/media/usb/annex", THEIRS, "usb-annex", "", True)]
 
-    def decide(c: mw.DriveRepo, **kw: object) -> mw.DriveDecision:
+    def decide(c: dr.DriveRepo, **kw: object) -> dr.DriveDecision:
         args: dict[str, object] = {"remote_names": [], "remote_paths": [], "remote_uuids": {}}
         args.update(kw)
-        [d] = mw.plan_drive_remotes([c], OURS, **args)  # type: ignore[arg-type]
+        [d] = dr.plan_drive_remotes([c], OURS, **args)  # type: ignore[arg-type]
         return d
 
-    def skipped(c: mw.DriveRepo, **kw: object) -> str:
+    def skipped(c: dr.DriveRepo, **kw: object) -> str:
         d = decide(c, **kw)
         assert d.name is None, d
         return d.reason
@@ -237,32 +237,32 @@ def test_plan_drive_remotes_adds_only_unknown_clones_of_this_repository() -> Non
     assert skipped(clone, remote_paths=["/media/usb/annex"]) == "already a remote"
     assert "remote c1" in skipped(clone, remote_uuids={THEIRS: "c1"})  # mounted elsewhere
     assert decide(clone, remote_uuids={THEIRS: "c1"}).clone
-    assert skipped(mw.DriveRepo("/m/x", THEIRS, _uuid_log((THEIRS, "x"), (OTHER, "y")))) \
+    assert skipped(dr.DriveRepo("/m/x", THEIRS, _uuid_log((THEIRS, "x"), (OTHER, "y")))) \
         == "does not know this repository"
-    assert skipped(mw.DriveRepo("/m/x", OURS, log)) == "this repository itself"
-    assert skipped(mw.DriveRepo("/m/x", "not-a-uuid", log)) == "no valid annex.uuid"
-    assert skipped(mw.DriveRepo("/m/x", THEIRS + "\n[core]", log)) == "no valid annex.uuid"
-    assert skipped(mw.DriveRepo("m/x", THEIRS, log)) == "unusable path"
-    assert skipped(mw.DriveRepo("/m/x\ny", THEIRS, log)) == "unusable path"
-    assert skipped(mw.DriveRepo("/m/\udcff", THEIRS, log)) == "unusable path"
-    big = log + b"x" * mw.UUID_LOG_MAX
-    assert skipped(mw.DriveRepo("/m/x", THEIRS, big)) == "uuid.log too large"
+    assert skipped(dr.DriveRepo("/m/x", OURS, log)) == "this repository itself"
+    assert skipped(dr.DriveRepo("/m/x", "not-a-uuid", log)) == "no valid annex.uuid"
+    assert skipped(dr.DriveRepo("/m/x", THEIRS + "\n[core]", log)) == "no valid annex.uuid"
+    assert skipped(dr.DriveRepo("m/x", THEIRS, log)) == "unusable path"
+    assert skipped(dr.DriveRepo("/m/x\ny", THEIRS, log)) == "unusable path"
+    assert skipped(dr.DriveRepo("/m/\udcff", THEIRS, log)) == "unusable path"
+    big = log + b"x" * dr.UUID_LOG_MAX
+    assert skipped(dr.DriveRepo("/m/x", THEIRS, big)) == "uuid.log too large"
     # a hostile uuid.log: garbage, our UUID only inside another line, NULs, no newline
     for junk in (b"\x00\xff" * 100, f"{THEIRS} {OURS}\n".encode(), f" {OURS} x".encode(),
                  b"\n" * 1000):
-        assert skipped(mw.DriveRepo("/m/x", THEIRS, junk)) == "does not know this repository"
-    assert decide(mw.DriveRepo("/m/x", THEIRS, OURS.encode())).name == "drive-aaaaaaaa"
+        assert skipped(dr.DriveRepo("/m/x", THEIRS, junk)) == "does not know this repository"
+    assert decide(dr.DriveRepo("/m/x", THEIRS, OURS.encode())).name == "drive-aaaaaaaa"
     # names: a hostile description is reduced; a taken one falls back, never clobbering
-    evil = mw.DriveRepo("/m/x", THEIRS, _uuid_log((OURS, ""), (THEIRS, "origin; rm -rf ~")))
+    evil = dr.DriveRepo("/m/x", THEIRS, _uuid_log((OURS, ""), (THEIRS, "origin; rm -rf ~")))
     assert decide(evil).name == "origin-rm--rf"
     assert decide(evil, remote_names=["Origin-RM--rf"]).name == "drive-aaaaaaaa"
-    assert decide(mw.DriveRepo("/m/x", THEIRS, _uuid_log((OURS, "")))).name == "drive-aaaaaaaa"
-    assert mw.plan_drive_remotes([clone], "", remote_names=[], remote_paths=[],
+    assert decide(dr.DriveRepo("/m/x", THEIRS, _uuid_log((OURS, "")))).name == "drive-aaaaaaaa"
+    assert dr.plan_drive_remotes([clone], "", remote_names=[], remote_paths=[],
                                  remote_uuids={})[0].name is None
     # two copies of one clone (same UUID), and two clones with the same description
-    twin = mw.DriveRepo("/media/usb/zz-copy", THEIRS, log)
-    third = mw.DriveRepo("/media/usb/b", OTHER, _uuid_log((OURS, ""), (OTHER, "usb annex")))
-    plan = mw.plan_drive_remotes([twin, third, clone], OURS, remote_names=["usb-annex-x"],
+    twin = dr.DriveRepo("/media/usb/zz-copy", THEIRS, log)
+    third = dr.DriveRepo("/media/usb/b", OTHER, _uuid_log((OURS, ""), (OTHER, "usb annex")))
+    plan = dr.plan_drive_remotes([twin, third, clone], OURS, remote_names=["usb-annex-x"],
                                  remote_paths=[], remote_uuids={})
     assert [(d.path, d.name) for d in plan] == [
         ("/media/usb/annex", "usb-annex"), ("/media/usb/b", "drive-99999999"),
@@ -309,12 +309,12 @@ def test_find_repositories_is_shallow_bounded_and_follows_no_links(tmp_path: Pat
     (top / "x" / "gitfile" / ".git").write_text(f"gitdir: {outside / '.git'}\n")
     (top / "x" / "lnk").mkdir()
     (top / "x" / "lnk" / ".git").symlink_to(outside / ".git")
-    found, truncated = mw.find_repositories(str(top))
+    found, truncated = dr.find_repositories(str(top))
     assert not truncated
     assert found == [(str(top / "a"), str(top / "a" / ".git")),
                      (str(top / "x" / "b.git"), str(top / "x" / "b.git"))]
     # the mount point itself may be the repository
-    assert mw.find_repositories(str(top / "a")) == ([(str(top / "a"), str(top / "a/.git"))],
+    assert dr.find_repositories(str(top / "a")) == ([(str(top / "a"), str(top / "a/.git"))],
                                                     False)
     # a drive with very many directories: the look stops, having read a bounded number
     many = tmp_path / "many"
@@ -322,10 +322,10 @@ def test_find_repositories_is_shallow_bounded_and_follows_no_links(tmp_path: Pat
     for i in range(50):
         (many / f"d{i:02}").mkdir()
     _git("init", "-q", many / "zz")
-    found, truncated = mw.find_repositories(str(many), max_entries=20)
+    found, truncated = dr.find_repositories(str(many), max_entries=20)
     assert truncated and found == []
-    assert mw.find_repositories(str(tmp_path / "missing")) == ([], False)
-    assert mw.find_repositories(str(top / "link")) == ([], False)
+    assert dr.find_repositories(str(tmp_path / "missing")) == ([], False)
+    assert dr.find_repositories(str(top / "link")) == ([], False)
 
 
 def test_reading_a_drive_repository_runs_nothing_of_it(tmp_path: Path) -> None:
@@ -339,34 +339,34 @@ def test_reading_a_drive_repository_runs_nothing_of_it(tmp_path: Path) -> None:
     hook = gd / "hooks" / "post-checkout"
     hook.write_text(f"#!/bin/sh\ntouch '{marks}/hook'\n")
     hook.chmod(0o755)
-    assert mw.read_annex_uuid(str(gd)) == THEIRS  # includes are not followed
-    assert mw.read_uuid_log(str(gd)) == log
+    assert dr.read_annex_uuid(str(gd)) == THEIRS  # includes are not followed
+    assert dr.read_uuid_log(str(gd)) == log
     bare = _annex_clone(tmp_path / "b.git", OTHER, b"", bare=True)
-    assert mw.read_annex_uuid(str(bare)) == OTHER
-    assert mw.read_uuid_log(str(bare)) == b""
+    assert dr.read_annex_uuid(str(bare)) == OTHER
+    assert dr.read_uuid_log(str(bare)) == b""
     _git("init", "-q", tmp_path / "plain")
-    assert mw.read_annex_uuid(str(tmp_path / "plain" / ".git")) is None
-    assert mw.read_uuid_log(str(tmp_path / "plain" / ".git")) is None  # no git-annex branch
+    assert dr.read_annex_uuid(str(tmp_path / "plain" / ".git")) is None
+    assert dr.read_uuid_log(str(tmp_path / "plain" / ".git")) is None  # no git-annex branch
     assert list(marks.iterdir()) == []
     # a config that is a link, a FIFO (would block a reader) or too big is not read
     cfg = gd / "config"
     cfg.rename(gd / "config.real")
     cfg.symlink_to(gd / "config.real")
-    assert mw.read_annex_uuid(str(gd)) is None
+    assert dr.read_annex_uuid(str(gd)) is None
     cfg.unlink()
     os.mkfifo(cfg)
-    assert mw.read_annex_uuid(str(gd)) is None
+    assert dr.read_annex_uuid(str(gd)) is None
     cfg.unlink()
-    cfg.write_text(f"[annex]\n\tuuid = {THEIRS}\n" + "#" * mw.CONFIG_MAX)
-    assert mw.read_annex_uuid(str(gd)) is None
+    cfg.write_text(f"[annex]\n\tuuid = {THEIRS}\n" + "#" * dr.CONFIG_MAX)
+    assert dr.read_annex_uuid(str(gd)) is None
 
 
 def test_run_bounded_stops_too_much_or_too_slow_output() -> None:
-    assert mw.run_bounded(["printf", "abc"], 3, 5) == b"abc"
-    assert mw.run_bounded(["printf", "abcd"], 3, 5) is None
-    assert mw.run_bounded(["sh", "-c", "printf x; exit 3"], 10, 5) is None
-    assert mw.run_bounded(["yes"], 1 << 16, 5) is None  # endless output: killed
+    assert dr.run_bounded(["printf", "abc"], 3, 5) == b"abc"
+    assert dr.run_bounded(["printf", "abcd"], 3, 5) is None
+    assert dr.run_bounded(["sh", "-c", "printf x; exit 3"], 10, 5) is None
+    assert dr.run_bounded(["yes"], 1 << 16, 5) is None  # endless output: killed
     t0 = time.monotonic()
-    assert mw.run_bounded(["sleep", "30"], 10, 0.2) is None  # killed at the time limit
+    assert dr.run_bounded(["sleep", "30"], 10, 0.2) is None  # killed at the time limit
     assert time.monotonic() - t0 < 5
-    assert mw.run_bounded(["/nonexistent/program"], 10, 1) is None
+    assert dr.run_bounded(["/nonexistent/program"], 10, 1) is None
