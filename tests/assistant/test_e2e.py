@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from annexsync.testing.daemons import Daemon, wait_for
-from conftest import annexsync, make_clones, sh
+from conftest import annexsync, conflicting_edits_keep_both, make_clones, sh
 
 
 def content(path: Path) -> bytes | None:
@@ -86,22 +86,7 @@ def test_burst_into_new_directory_all_arrive(two: tuple[Path, Path]) -> None:
 
 
 def test_conflicting_edits_on_both_clones_keep_both(tmp_path: Path) -> None:
-    a, b = make_clones(tmp_path, 2)
-    (a / "same.txt").write_bytes(b"from a\n")
-    (b / "same.txt").write_bytes(b"from b, different\n")
-    da, db = Daemon(a).start(), Daemon(b).start()
-    try:
-        def variants(repo: Path) -> dict[str, bytes | None]:
-            return {p.name: content(p) for p in repo.glob("same.variant-*.txt")}
-
-        want = {b"from a\n", b"from b, different\n"}
-        wait_for(lambda: set(variants(a).values()) == want
-                 and set(variants(b).values()) == want, 60, what="both variants everywhere")
-        assert not (a / "same.txt").exists()
-        assert variants(a).keys() == variants(b).keys()
-    finally:
-        da.stop()
-        db.stop()
+    conflicting_edits_keep_both(*make_clones(tmp_path, 2))
 
 
 def test_three_clones_in_a_chain(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from annexsync.testing.daemons import Daemon, make_clones, wait_for
 from annexsync.testing.sshd import SshdUnavailable, SshServer, start_sshd
-from conftest import sh
+from conftest import conflicting_edits_keep_both, sh
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +93,4 @@ def test_changes_and_content_travel_both_ways_over_ssh(tmp_path: Path,
 
 
 def test_conflicting_edits_over_ssh_keep_both(tmp_path: Path, sshd: SshServer) -> None:
-    a, b = over_ssh(tmp_path, sshd)
-    (a / "same.txt").write_bytes(b"from a\n")
-    (b / "same.txt").write_bytes(b"from b, different\n")
-    da, db = Daemon(a).start(), Daemon(b).start()
-    try:
-        def variants(repo: Path) -> dict[str, bytes | None]:
-            return {p.name: content(p) for p in repo.glob("same.variant-*.txt")}
-
-        want = {b"from a\n", b"from b, different\n"}
-        wait_for(lambda: set(variants(a).values()) == want
-                 and set(variants(b).values()) == want, 60, what="both variants everywhere")
-        assert not (a / "same.txt").exists()
-        assert variants(a).keys() == variants(b).keys()
-    finally:
-        da.stop()
-        db.stop()
+    conflicting_edits_keep_both(*over_ssh(tmp_path, sshd))
