@@ -64,6 +64,9 @@ def main() -> None:
     home = base / "home"
     env = hermetic_env(home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    # Bytecode cached, as for an installed package (see docs/performance.md).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "annexsync-bench-pycache")
     os.environ.clear()
     os.environ.update(env)
     try:

@@ -37,6 +37,7 @@ class ObjectStore:
         self.bare = bare
         self.objects_dir = annex_dir / "objects"
         self.tmp_dir = annex_dir / "tmp"
+        self._annex = str(annex_dir)
 
     # -- paths -----------------------------------------------------------------
     def path_for(self, key: Key) -> Path:
@@ -49,9 +50,10 @@ class ObjectStore:
         other = self.annex_dir / key.object_path(bare=not self.bare)
         return [first, other]
 
-    def find(self, key: Key) -> Path | None:
-        """Path of ``key``'s content if it is present here."""
-        for p in self.candidate_paths(key):
+    def _find(self, key: Key) -> str | None:
+        # Plain strings: this runs once or twice per key of a get of many files.
+        for bare in (self.bare, not self.bare):
+            p = f"{self._annex}/{key.object_path(bare)}"
             try:
                 st = os.stat(p)
             except OSError:
@@ -60,8 +62,13 @@ class ObjectStore:
                 return p
         return None
 
+    def find(self, key: Key) -> Path | None:
+        """Path of ``key``'s content if it is present here."""
+        p = self._find(key)
+        return Path(p) if p is not None else None
+
     def has(self, key: Key) -> bool:
-        return self.find(key) is not None
+        return self._find(key) is not None
 
     def tmp_path(self, key: Key) -> Path:
         """Where a partial download of ``key`` lives (resumable)."""

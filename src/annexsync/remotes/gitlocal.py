@@ -188,10 +188,13 @@ class GitLocalRemote(LocalContent):
     # -- reading -------------------------------------------------------------------------
     def open_content(self, key: Key) -> int:
         """A read-only fd on the key's content in the remote (checked to be inside it)."""
-        root = self._annex()
-        for p in self._object_paths(key):
+        opened = self._open()  # one check that the remote is still there, per key
+        root = self._annex_real
+        assert root is not None
+        bare = opened[1] is None
+        for b in (bare, not bare):
             try:
-                return open_regular_beneath(root, p)
+                return open_regular_beneath(root, f"{root}/{key.object_path(b)}")
             except FileNotFoundError:
                 continue
         if not os.path.isdir(root):

@@ -20,12 +20,34 @@ One :class:`Transfers` object serves one command (or one assistant worker). Each
 A download writes ``.git/annex/tmp/<keyfile>``, resuming from its size (the prefix
 is hashed first), and hashes the bytes as they land; a remote that can hand us a
 local file descriptor (local clone, directory remote) is copied with
-``copy_file_range``/reflink by :mod:`.localcopy`. Wrong size or hash: the temp file
-is deleted and nothing enters the store. Verified content is fsynced and renamed
-into the store. Small keys are made durable in batches: their verified temp files
-are staged, then one ``syncfs`` makes them durable before they are renamed into
-the store, and a second one before the location log records them — one fsync per
-small file would cost more than the copy.
+``copy_file_range``/reflink by :mod:`.localcopy`. Other remotes write into a sink
+that, for big keys, hashes in a thread of its own (pipelined with receiving and
+writing) and starts writeback as it goes. Wrong size or hash: the temp file is
+deleted and nothing enters the store. Verified content is fsynced and renamed
+into the store.
+
+Small keys (under :data:`SMALL_KEY`) are made durable in batches: their verified
+temp files are staged, then one ``syncfs`` makes them durable before they are
+renamed into the store (by two threads: creating the three levels of object
+directories is kernel work that runs in parallel), and the next ``syncfs`` (the
+next batch's first, or a final one) before the location log records them — one
+fsync per small file would cost more than the copy. A crash at any point leaves
+either a temp file (garbage, removed by a later run) or durable verified content
+whose location is not yet logged (under-reporting, which fsck repairs).
+
+*Small keys from a local remote* (:meth:`Transfers._download_small_local`) take a
+fast path that costs no file creation beyond the temp file itself. The transfer
+lock files exist to keep two transfers of one key from writing the same
+``tmp/<keyfile>`` and to show running transfers to observers; the fast path writes
+a temp file of its own (``tmp/annexsync.<pid>.<n>``, created exclusively, never a
+key file name, so git-annex never resumes from it), and a transfer that finishes
+in microseconds would never be seen (info files of small keys are deferred
+anyway). So it only *looks* for the lock files, here and in the remote: if any
+exists (a transfer of the key running in git-annex or in another annexsync, or a
+stale file), it takes the ordinary path, which locks and refuses a busy transfer;
+within this process keys in flight are tracked in memory. Any anomaly (missing
+content, wrong size or hash, an error) also falls back to the ordinary path, which
+keeps its failure records, retries and messages.
 
 Location changes go to :class:`.locationlog.LocationRecorder` (ours: batched
 commits; a local remote's: its journal); :meth:`Transfers.close` flushes
@@ -36,13 +58,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from annexsync.annex.backends import Hasher, hasher_for_key
 from annexsync.annex.keys import Key
@@ -59,7 +85,7 @@ from annexsync.remotes.base import (
 )
 from annexsync.transfers.clock import SYSTEM_CLOCK, Clock
 from annexsync.transfers.info import Direction, Transfer, TransferAlreadyRunning, TransferRecord
-from annexsync.transfers.localcopy import CHUNK, copy_verify, hash_prefix
+from annexsync.transfers.localcopy import CHUNK, copy_verify, hash_prefix, start_writeback
 from annexsync.transfers.locationlog import LocationRecorder
 from annexsync.transfers.ratelimit import (
     FixedRate,
@@ -83,14 +109,17 @@ __all__ = [
     "upload",
 ]
 
-#: Keys below this size are made durable in batches (see the module docstring).
 SMALL_KEY = 1 << 20
-_BATCH_FILES = 2048
+"""Keys below this size are made durable in batches and get deferred info files."""
+
+_THREADED_HASH_MIN = 4 << 20  # downloads at least this big hash in a thread of their own
+_HASH_QUEUE_DEPTH = 64  # chunks (of about 1 MiB) written but not hashed yet
+_WRITEBACK_STEP = 16 << 20
+_BATCH_FILES = 4096
 _BATCH_BYTES = 64 << 20
-
-
-SMALL_KEY = 1 << 20
-"""Keys smaller than this get deferred transfer info files."""
+_STORE_THREADS = 2
+_TMP_PREFIX = "annexsync."
+_STALE_TMP_SECONDS = 3600.0
 
 
 class VerificationFailed(RemoteError):
@@ -199,11 +228,20 @@ class TransferResult:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def _syncfs(path: Path) -> None:
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+def _syncfs(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             raise OSError(ctypes.get_errno(), "syncfs failed")
     except (AttributeError, OSError):
         os.sync()
@@ -211,23 +249,104 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-class _FdSink:
-    """A Sink writing to our temp file at a position, hashing as it writes."""
+_LOCAL_TYPES: dict[type, bool] = {}
+_PEER_TYPES: dict[type, bool] = {}
 
-    def __init__(self, fd: int, pos: int, hasher: Hasher | None) -> None:
+
+def _is_local(remote: object) -> bool:
+    """``isinstance(remote, LocalContentRemote)``, cached per class (protocol checks are slow)."""
+    t = type(remote)
+    hit = _LOCAL_TYPES.get(t)
+    if hit is None:
+        hit = _LOCAL_TYPES[t] = isinstance(remote, LocalContentRemote)
+    return hit
+
+
+def _is_peer(remote: object) -> bool:
+    """``isinstance(remote, PeerRepoRemote)``, cached per class."""
+    t = type(remote)
+    hit = _PEER_TYPES.get(t)
+    if hit is None:
+        hit = _PEER_TYPES[t] = isinstance(remote, PeerRepoRemote)
+    return hit
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _FdSink:
+    """A Sink writing to our temp file at a position, hashing what it writes.
+
+    With ``threaded`` (big keys), hashing runs in a thread of its own, fed the same
+    immutable chunks that were written, so receiving + writing and hashing overlap
+    (SHA-256 alone is about as slow as a fast network); writeback of what was
+    written is started every :data:`_WRITEBACK_STEP` bytes, so the final fsync
+    waits only for the tail. Call :meth:`finish` before reading the digest, and
+    :meth:`close` in any case.
+    """
+
+    def __init__(self, fd: int, pos: int, hasher: Hasher | None, *,
+                 threaded: bool = False) -> None:
         self.fd = fd
         self.pos = pos
         self.hasher = hasher
+        self._flushed = pos  # writeback started up to here
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: list[BaseException] = []
+        if threaded and hasher is not None:
+            self._queue = queue.Queue(_HASH_QUEUE_DEPTH)
+            self._thread = threading.Thread(target=self._hash_worker, daemon=True,
+                                            name="hash")
+            self._thread.start()
+
+    def _hash_worker(self) -> None:
+        assert self._queue is not None and self.hasher is not None
+        try:
+            while (item := self._queue.get()) is not None:
+                self.hasher.update(item)
+        except BaseException as e:  # re-raised by the writing thread
+            self._failure.append(e)
+            while self._queue.get() is not None:
+                pass
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)
+        n = len(view)
         done = 0
-        while done < len(view):
+        while done < n:
             done += os.pwrite(self.fd, view[done:], self.pos + done)
-        if self.hasher is not None:
+        if self._queue is not None:
+            if self._failure:
+                raise self._failure[0]
+            self._queue.put(data if isinstance(data, bytes) else bytes(view))
+        elif self.hasher is not None:
             self.hasher.update(view)
-        self.pos += len(view)
-        return len(view)
+        self.pos += n
+        if self._thread is not None and self.pos - self._flushed >= _WRITEBACK_STEP:
+            start_writeback(self.fd, self._flushed, self.pos - self._flushed)
+            self._flushed = self.pos
+        return n
+
+    def finish(self) -> None:
+        """Wait until everything written is hashed."""
+        self.close()
+        if self._failure:
+            raise self._failure[0]
+
+    def close(self) -> None:
+        if self._thread is not None:
+            assert self._queue is not None
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 class _Meter:
@@ -271,7 +390,7 @@ class _Meter:
 @dataclass
 class _Staged:
     key: Key
-    tmp: Path
+    tmp: str
     result: TransferResult
 
 
@@ -297,8 +416,18 @@ class Transfers:
         self._peer_recorders: dict[str, LocationRecorder] = {}
         self._staged: list[_Staged] = []
         self._staged_bytes = 0
+        self._moved_unsynced: list[_Staged] = []  # renamed in, awaiting a syncfs
         self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         self._settings: dict[tuple[str, Direction], TransferSettings] = {}
+        # The small-key fast path (see the module docstring).
+        self._annex = str(repo.annex_dir)
+        self._tmp = self._annex + "/tmp"
+        self._tmp_prefix = f"{_TMP_PREFIX}{os.getpid()}."
+        self._tmp_counter = itertools.count()
+        self._tmp_swept = False
+        self._in_flight: set[Key] = set()
+        self._dir_exists: dict[str, bool] = {}
 
     # -- configuration ---------------------------------------------------------------
     def settings(self, remote: Remote, direction: Direction) -> TransferSettings:
@@ -331,10 +460,10 @@ class Transfers:
                                                                     key), file, now_ns,
                                      defer_info=defer)]
         try:
-            if isinstance(remote, PeerRepoRemote):
+            if _is_peer(remote):
                 other = Direction.UPLOAD if direction is Direction.DOWNLOAD else Direction.DOWNLOAD
                 try:
-                    recs.append(TransferRecord.begin(remote.peer_annex_dir(),
+                    recs.append(TransferRecord.begin(cast(PeerRepoRemote, remote).peer_annex_dir(),
                                                      Transfer(other, self.uuid, key), file,
                                                      now_ns, defer_info=defer))
                 except TransferAlreadyRunning:
@@ -433,6 +562,11 @@ class Transfers:
         if self.store.has(key):
             res.success, res.skipped = True, True
             return self._done(res)
+        if (self.batch_durability and key.size is not None and key.size < SMALL_KEY
+                and _is_local(remote)):
+            staged = self._download_small_local(remote, key, file, res)
+            if staged is not None:
+                return staged
         tmp = self.store.tmp_path(key)
         try:
             nbytes = self._run(remote, Direction.DOWNLOAD, key, file,
@@ -444,18 +578,7 @@ class Transfers:
         res.bytes = nbytes
         size = key.size if key.size is not None else nbytes
         if self.batch_durability and size < SMALL_KEY:
-            # Verified already; durable, stored and logged at the next batch commit.
-            # A failure there is reported again through ``on_done`` (extra["late"]).
-            res.success = True
-            res.extra["staged"] = True
-            with self._lock:
-                self._staged.append(_Staged(key, tmp, res))
-                self._staged_bytes += size
-                due = len(self._staged) >= _BATCH_FILES or self._staged_bytes >= _BATCH_BYTES
-            self._done(res)
-            if due:
-                self.commit_staged()
-            return res
+            return self._stage(key, str(tmp), res, size)
         try:
             self.store.move_in(key, tmp, durable=True)
         except OSError as e:
@@ -478,8 +601,8 @@ class Transfers:
                 offset = 0
             meter.p.bytes_done = offset
             hasher = hasher_for_key(key)
-            if isinstance(remote, LocalContentRemote):
-                src = remote.open_content(key)
+            if _is_local(remote):
+                src = cast(LocalContentRemote, remote).open_content(key)
                 try:
                     t = meter.throttle
                     total = copy_verify(src, fd, start=offset, size=key.size, hasher=hasher,
@@ -490,8 +613,13 @@ class Transfers:
                     os.close(src)
             else:
                 hash_prefix(fd, offset, hasher)
-                sink = _FdSink(fd, offset, hasher)
-                remote.retrieve(key, sink, offset, meter)
+                big = key.size is None or key.size - offset >= _THREADED_HASH_MIN
+                sink = _FdSink(fd, offset, hasher, threaded=big)
+                try:
+                    remote.retrieve(key, sink, offset, meter)
+                    sink.finish()
+                finally:
+                    sink.close()
                 total = sink.pos
             ok = key.size is None or total == key.size
             if ok and hasher is not None:
@@ -506,30 +634,205 @@ class Transfers:
             raise VerificationFailed("verification of content failed")
         return total
 
+    def _stage(self, key: Key, tmp: str, res: TransferResult, size: int) -> TransferResult:
+        """Verified already; durable, stored and logged at the next batch commit.
+
+        A failure there is reported again through ``on_done`` (``extra["late"]``).
+        """
+        res.success = True
+        res.extra["staged"] = True
+        with self._lock:
+            self._staged.append(_Staged(key, tmp, res))
+            self._staged_bytes += size
+            due = len(self._staged) >= _BATCH_FILES or self._staged_bytes >= _BATCH_BYTES
+        self._done(res)
+        if due:
+            self._commit(final=False)
+        return res
+
+    # -- the small-key fast path ------------------------------------------------------------
+    def _exists_cached(self, path: str) -> bool:
+        """Whether a directory existed when first asked (failed-record dirs are rare)."""
+        hit = self._dir_exists.get(path)
+        if hit is None:
+            hit = self._dir_exists[path] = os.path.isdir(path)
+        return hit
+
+    def _sweep_tmp(self) -> None:
+        """Remove fast-path temp files left by crashed annexsync processes (once)."""
+        self._tmp_swept = True
+        try:
+            names = os.listdir(self._tmp)
+        except OSError:
+            return
+        limit = time.time() - _STALE_TMP_SECONDS  # file times are real times
+        for name in names:
+            if not name.startswith(_TMP_PREFIX):
+                continue
+            pid = name[len(_TMP_PREFIX):].partition(".")[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            path = f"{self._tmp}/{name}"
+            try:
+                if os.lstat(path).st_mtime < limit:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    def _download_small_local(self, remote: Remote, key: Key, file: str | None,
+                              res: TransferResult) -> TransferResult | None:
+        """Stage a small key from a local remote (see the module docstring).
+
+        Returns None when the ordinary path must run instead.
+        """
+        settings = self.settings(remote, Direction.DOWNLOAD)
+        if (self.rate_controller is not None or settings.bwlimit is not None
+                or settings.stall is not None):
+            return None
+        size = key.size
+        assert size is not None
+        hasher = hasher_for_key(key)
+        if hasher is None:
+            return None
+        kf = key.key_file
+        uuid = remote.info.uuid.replace("/", "")
+        xfer = self._annex + "/transfer/"
+        locks = [f"{xfer}download/lck/lck.{kf}", f"{xfer}download/{uuid}/lck.{kf}"]
+        peer_dir: str | None = None
+        if _is_peer(remote):
+            try:
+                peer_dir = str(cast(PeerRepoRemote, remote).peer_annex_dir())
+            except (RemoteError, OSError):
+                return None
+            locks.append(f"{peer_dir}/transfer/upload/{self.uuid.replace('/', '')}/lck.{kf}")
+        with self._lock:
+            if key in self._in_flight:
+                return None
+            self._in_flight.add(key)
+        try:
+            for lck in locks:
+                if os.path.lexists(lck):
+                    return None  # someone's transfer (or a stale one): the careful path
+            if not self._tmp_swept:
+                self._sweep_tmp()
+            try:
+                src = cast(LocalContentRemote, remote).open_content(key)
+            except (RemoteError, OSError):
+                return None
+            tmp = f"{self._tmp}/{self._tmp_prefix}{next(self._tmp_counter)}"
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                try:
+                    dst = os.open(tmp, flags, 0o444)
+                except FileNotFoundError:
+                    os.mkdir(self._tmp)
+                    dst = os.open(tmp, flags, 0o444)
+                try:
+                    # One read: a regular file returns less than asked only at its end
+                    # (and a short read that was not would fail verification below).
+                    data = os.pread(src, size + 1, 0)
+                    view = memoryview(data)
+                    done = 0
+                    while done < len(view):
+                        done += os.write(dst, view[done:])
+                finally:
+                    os.close(dst)
+            except OSError:
+                _unlink_quiet(tmp)
+                return None
+            finally:
+                os.close(src)
+            hasher.update(data)
+            if len(data) != size or hasher.hexdigest() != key.hash_digest:
+                _unlink_quiet(tmp)
+                return None  # the ordinary path fails it properly (records, message)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+        # Success clears failed records of this transfer, as the ordinary path does.
+        failed = [f"{xfer}failed/download/{uuid}"]
+        if peer_dir is not None:
+            failed.append(f"{peer_dir}/transfer/failed/upload/{self.uuid.replace('/', '')}")
+        for d in failed:
+            if self._exists_cached(d):
+                _unlink_quiet(f"{d}/{kf}")
+        res.bytes = size
+        if self.on_progress is not None:
+            now = self.clock.monotonic()
+            self.on_progress(Progress(key, file, Direction.DOWNLOAD, remote.info.name, size,
+                                      size, now, now))
+        return self._stage(key, tmp, res, size)
+
+    # -- batch commits of staged small keys ------------------------------------------------
     def commit_staged(self) -> None:
         """Make staged small downloads durable, move them in, record and report them."""
-        with self._lock:
-            staged, self._staged = self._staged, []
-            self._staged_bytes = 0
-        if not staged:
-            return
-        _syncfs(self.store.tmp_dir)
-        moved: list[_Staged] = []
-        for s in staged:
-            try:
-                self.store.move_in(s.key, s.tmp)
-                moved.append(s)
-            except FileNotFoundError:
-                if self.store.has(s.key):  # another process moved it in for us
-                    moved.append(s)
-                else:
-                    self._late_failure(s.result, "temporary file vanished before it was stored")
-            except OSError as e:
-                self._late_failure(s.result, _message(e))
-        if moved:
-            _syncfs(self.store.objects_dir)
+        self._commit(final=True)
+
+    def _commit(self, *, final: bool) -> None:
+        """One batch: syncfs, rename into the store (threads), record what is durable.
+
+        The syncfs that makes this batch's temp files durable also makes the previous
+        batch's renames durable, so those are recorded then; ``final`` adds the
+        syncfs for this batch's renames and records them too.
+        """
+        with self._commit_lock:
+            with self._lock:
+                staged, self._staged = self._staged, []
+                self._staged_bytes = 0
+            if not staged and not self._moved_unsynced:
+                return
+            _syncfs(self._annex)
+            self._record_moved()
+            if staged:
+                self._moved_unsynced = self._move_all(staged)
+            if final and self._moved_unsynced:
+                _syncfs(self._annex)
+                self._record_moved()
+
+    def _record_moved(self) -> None:
+        moved, self._moved_unsynced = self._moved_unsynced, []
         for s in moved:
             self.recorder.record(s.key, self.uuid, True)
+
+    def _move_all(self, staged: list[_Staged]) -> list[_Staged]:
+        """Rename verified temp files into the store; returns those now in it."""
+        bare = self.store.bare
+        jobs = sorted(((s.key.object_path(bare), s) for s in staged), key=lambda j: j[0])
+        if len(jobs) < 64:
+            return [s for rel, s in jobs if self._move_one(rel, s)]
+        # Contiguous halves of the sorted list: the threads rarely share a directory.
+        n = _STORE_THREADS
+        parts = [jobs[i * len(jobs) // n:(i + 1) * len(jobs) // n] for i in range(n)]
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="store") as pool:
+            done = list(pool.map(lambda part: [s for rel, s in part if self._move_one(rel, s)],
+                                 parts))
+        return [s for part in done for s in part]
+
+    def _move_one(self, rel: str, s: _Staged) -> bool:
+        keydir, _, name = f"{self._annex}/{rel}".rpartition("/")
+        try:
+            try:
+                try:
+                    os.mkdir(keydir)
+                except FileNotFoundError:  # the hash directories (or objects/) are new
+                    os.makedirs(keydir.rpartition("/")[0], exist_ok=True)
+                    os.mkdir(keydir)
+            except FileExistsError:
+                # The key's directory is there already (content, or a leftover): the
+                # general path looks before it moves anything.
+                self.store.move_in(s.key, Path(s.tmp))
+                return True
+            os.rename(s.tmp, f"{keydir}/{name}")
+            os.chmod(keydir, 0o555)
+            return True
+        except FileNotFoundError:
+            if self.store.has(s.key):  # another process moved it in for us
+                _unlink_quiet(s.tmp)
+                return True
+            self._late_failure(s.result, "temporary file vanished before it was stored")
+        except (OSError, AnnexError) as e:
+            self._late_failure(s.result, _message(e))
+        return False
 
     def _late_failure(self, res: TransferResult, error: str) -> None:
         res.success = False
@@ -613,6 +916,13 @@ class Transfers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _size(path: Path) -> int:
