@@ -109,8 +109,9 @@ class _Unsupported(Exception):
 
 
 def _copy_cfr(src: int, dst: int, start: int, end: int, hasher: Hasher | None,
-              meter: Callable[[int], None], chunk: int) -> int:
-    """copy_file_range with a hashing thread chasing the writer."""
+              meter: Callable[[int], None], chunk: int, writeback: bool = True) -> int:
+    """copy_file_range with a hashing thread chasing the writer; each chunk's writeback
+    to disk starts at once, so the final fsync finds little left to do."""
     todo: queue.Queue[tuple[int, int] | None] = queue.Queue()
     failure: list[BaseException] = []
 
@@ -149,6 +150,8 @@ def _copy_cfr(src: int, dst: int, start: int, end: int, hasher: Hasher | None,
                 break
             if worker is not None:
                 todo.put((pos, n))
+            if writeback:
+                start_writeback(dst, pos, n)
             pos += n
             meter(n)
             if failure:
