@@ -29,24 +29,29 @@ def stored_keys(repo: AnnexRepo) -> list[str]:
     return [str(k) for k in ObjectStore(repo.annex_dir).iter_keys()]
 
 
-def test_file_modified_while_hashing_is_not_added(repo: AnnexRepo,
+@pytest.mark.parametrize("others", [0, 20])  # serial, and in the worker threads
+def test_file_modified_while_hashing_is_not_added(repo: AnnexRepo, others: int,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     f = repo.top / "growing.log"
     f.write_bytes(b"first part\n")
-    real = addmod.hash_file
+    for i in range(others):
+        (repo.top / f"other{i}.txt").write_bytes(b"other %d\n" % i)
+    real = addmod.hash_open_file
 
-    def hash_then_append(path: os.PathLike[str], *a: object, **kw: object):  # type: ignore[no-untyped-def]
-        result = real(path, *a, **kw)  # type: ignore[arg-type]
-        with open(path, "ab") as fh:
-            fh.write(b"more\n")
+    def hash_then_append(fd: int, *a: object, **kw: object):  # type: ignore[no-untyped-def]
+        result = real(fd, *a, **kw)  # type: ignore[arg-type]
+        if os.readlink(f"/proc/self/fd/{fd}") == str(f):
+            with open(f, "ab") as fh:
+                fh.write(b"more\n")
         return result
 
-    monkeypatch.setattr(addmod, "hash_file", hash_then_append)
-    results = list(Adder(repo, AnnexBranch(repo)).add(["."]))
-    assert [r.success for r in results] == [False]
-    assert "changed while it was being added" in (results[0].error or "")
+    monkeypatch.setattr(addmod, "hash_open_file", hash_then_append)
+    results = {r.file: r for r in Adder(repo, AnnexBranch(repo)).add(["."])}
+    assert results["growing.log"].success is False
+    assert "changed while it was being added" in (results["growing.log"].error or "")
     assert not f.is_symlink() and f.read_bytes() == b"first part\nmore\n"
-    assert stored_keys(repo) == []
+    assert all(r.success for name, r in results.items() if name != "growing.log")
+    assert len(stored_keys(repo)) == others
 
 
 def test_failure_after_moving_into_store_puts_file_back(repo: AnnexRepo,

@@ -33,6 +33,7 @@ from annexsync.annex.journal import Journal
 from annexsync.annex.logs import union_merge
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.fastimport import commit_changes, committer_ident
+from annexsync.git.objects import write_loose_object
 from annexsync.git.refs import (
     commit_tree,
     diff_tree,
@@ -88,6 +89,9 @@ class AnnexBranch:
         if origin is not None:
             update_ref(self.git, REF, origin, NULL, "annexsync: branch from origin")
             return origin
+        # git knows the empty tree without storing it, but fsck and other clones
+        # want the object itself.
+        write_loose_object(self.git.git_dir, EMPTY_TREE, b"tree", b"")
         commit = commit_tree(self.git, EMPTY_TREE, [], "branch created")
         update_ref(self.git, REF, commit, NULL, "annexsync: branch created")
         return commit

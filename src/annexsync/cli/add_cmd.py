@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         failed = 0
         for r in adder.add(paths):
             bar.done()
+            if r.success and args.quiet and not args.json:
+                continue
             shown = display_path(repo, r.file)
             if not r.success:
                 failed += 1

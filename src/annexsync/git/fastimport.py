@@ -14,14 +14,16 @@ writes to a private scratch ref; the caller then moves the real ref with
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
 from annexsync.git.config import GitConfig
-from annexsync.git.runner import Git, GitError
+from annexsync.git.runner import Git, GitError, bulk_env
 
 _DELETE = None
+_RAW_DATE = re.compile(r"@?[0-9]{9,10} [+-][0-9]{4}")
 
 
 def _quote_path(path: str) -> bytes:
@@ -38,8 +40,8 @@ def committer_ident(git: Git, config: GitConfig | None = None) -> bytes:
     """``Name <email> time tz`` as git would use for a commit now (honours GIT_* env).
 
     Built without a git process when name and email are known and the date is not
-    pinned; otherwise ``git var GIT_COMMITTER_IDENT`` decides (it parses every date
-    format git accepts).
+    pinned or pinned in git's raw ``SECONDS +ZONE`` form; otherwise ``git var
+    GIT_COMMITTER_IDENT`` decides (it parses every date format git accepts).
     """
     env = git.environ()
     name = env.get("GIT_COMMITTER_NAME")
@@ -47,12 +49,17 @@ def committer_ident(git: Git, config: GitConfig | None = None) -> bytes:
     if (name is None or email is None) and config is not None:
         name = name or config.get("user.name")
         email = email or config.get("user.email")
-    if name and email and "GIT_COMMITTER_DATE" not in env and "<" not in name + email:
-        now = time.time()
-        offset = time.localtime(now).tm_gmtoff // 60
-        sign = "+" if offset >= 0 else "-"
-        tz = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
-        return f"{name} <{email}> {int(now)} {tz}".encode()
+    if name and email and "<" not in name + email and "\n" not in name + email:
+        date = env.get("GIT_COMMITTER_DATE")
+        if date is None:
+            now = time.time()
+            offset = time.localtime(now).tm_gmtoff // 60
+            sign = "+" if offset >= 0 else "-"
+            tz = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+            return f"{name} <{email}> {int(now)} {tz}".encode()
+        if _RAW_DATE.fullmatch(date):
+            # git's own raw format ("@" optional), used as is: no need to ask git.
+            return f"{name} <{email}> {date.lstrip('@')}".encode()
     return git.run("var", "GIT_COMMITTER_IDENT").strip()
 
 
@@ -122,7 +129,8 @@ def commit_tree_changes(
     os.close(fd)
     try:
         proc = git.run_status("fast-import", "--quiet", "--done", "--force",
-                              f"--export-marks={marks}", input=b"".join(parts))
+                              f"--export-marks={marks}", input=b"".join(parts),
+                              env=bulk_env())
         if proc.returncode != 0:
             raise GitError(["fast-import"], proc.returncode, proc.stderr)
         with open(marks, "rb") as f:

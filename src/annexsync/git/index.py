@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from annexsync.git.runner import Git
+from annexsync.git.runner import Git, bulk_env
 
 MODE_FILE = "100644"
 MODE_EXECUTABLE = "100755"
@@ -45,7 +45,7 @@ def update_index(git: Git, entries: Iterable[IndexEntry], index_file: str | None
     payload = b"".join(e.encode() for e in entries)
     if not payload:
         return 0
-    env = {"GIT_INDEX_FILE": index_file} if index_file else None
+    env = bulk_env({"GIT_INDEX_FILE": index_file} if index_file else None)
     git.run("update-index", "-z", "--index-info", input=payload, env=env)
     return payload.count(b"\0")
 
@@ -73,6 +73,16 @@ def ls_files(git: Git, *flags: str, paths: Sequence[str] = ()) -> list[str]:
     """Paths from ``ls-files -z FLAGS -- PATHS`` (relative to the top)."""
     out = git.run("ls-files", "-z", "--full-name", *flags, "--", *paths)
     return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def ls_files_tagged(git: Git, *flags: str, paths: Sequence[str] = ()
+                    ) -> Iterator[tuple[str, str]]:
+    """(tag, path) pairs from ``ls-files -t -z FLAGS -- PATHS``: ``?`` untracked,
+    ``C`` modified (or deleted), ``H`` cached, ... (see ``git ls-files -t``)."""
+    out = git.run("ls-files", "-t", "-z", "--full-name", *flags, "--", *paths)
+    for rec in out.split(b"\0"):
+        if rec:
+            yield rec[:1].decode(), rec[2:].decode("utf-8", "surrogateescape")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from subprocess import Popen
 
-from annexsync.git.runner import Git, GitError
+from annexsync.git.runner import Git, GitError, bulk_env
 
 
 def blob_oid(data: bytes) -> str:
@@ -51,7 +51,8 @@ class BlobWriter:
             self._pending.append((oid, data))
             return oid
         if self._proc is None:
-            self._proc = self._git.popen("fast-import", "--quiet", "--done", stdout=None)
+            self._proc = self._git.popen("fast-import", "--quiet", "--done", stdout=None,
+                                         env=bulk_env())
             for _, pending in self._pending:
                 self._send(pending)
             self._pending.clear()
@@ -133,7 +134,7 @@ def hash_paths(git: Git, paths: Sequence[str], *, write: bool = True) -> list[st
     args = ["hash-object", "--no-filters", "--stdin-paths"]
     if write:
         args.insert(1, "-w")
-    out = git.run(*args, input=b"".join(p.encode("utf-8", "surrogateescape") + b"\n"
+    out = git.run(*args, env=bulk_env(), input=b"".join(p.encode("utf-8", "surrogateescape") + b"\n"
                                         for p in paths))
     oids = out.decode().split()
     if len(oids) != len(paths):

@@ -8,15 +8,19 @@ Theory of operation
    (``write-tree``/``commit-tree``/``update-ref`` compare-and-swap), message
    ``git-annex in <description>``.
 2. *merge local*: ``synced/BRANCH`` pushed into us by another clone is merged.
-3. *fetch* every syncable remote, in parallel.
+3. *fetch* every syncable remote, in parallel; a local clone whose branches are
+   already our tracking refs is not fetched from (:mod:`annexsync.sync.localpeer`).
 4. *merge* each remote's ``BRANCH`` and ``synced/BRANCH`` (cheapest remote first);
    conflicts are resolved automatically (:mod:`annexsync.sync.merge`), then every
    ``*/git-annex`` branch is union-merged.
-5. *push* in parallel: ``BRANCH:synced/BRANCH +git-annex:synced/git-annex``, then
-   ``git-annex`` and ``BRANCH`` directly (failures of those two are expected and
-   ignored, as git-annex does). A push rejected because the remote moved on is
-   answered by fetch, merge and push again. An unreachable remote is reported and
-   skipped; it never stops the others.
+5. *push* in parallel, one ``git push --porcelain`` per remote:
+   ``BRANCH:synced/BRANCH +git-annex:synced/git-annex`` must succeed, ``git-annex``
+   and ``BRANCH`` pushed directly may be refused (expected and ignored, as git-annex
+   does). A push rejected because the remote moved on is answered by fetch, merge
+   and push again. An unreachable remote is reported and skipped; it never stops the
+   others. A local clone without receive hooks gets the same objects and ref
+   updates without receive-pack and its connectivity walk
+   (:mod:`annexsync.sync.localpeer`).
 
 Each step reports through ``on_event`` so the CLI and the assistant can show it.
 
@@ -27,11 +31,12 @@ git-annex branch files are read without listing the branch
 (:class:`~annexsync.sync.branchview.SyncBranch`). Refs already merged are found
 with one ``for-each-ref --no-merged`` per branch kind, and a remote whose
 ``synced/BRANCH`` and ``git-annex`` already hold ours is not pushed to (git-annex's
-rule).
+rule). HEAD is read from its file, not asked of git.
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +50,9 @@ from annexsync.annex.repo import AnnexRepo
 from annexsync.git.index import removal, update_index
 from annexsync.git.refs import commit_tree, update_ref, write_tree
 from annexsync.remotes.registry import RemoteSpec, remote_specs
+from annexsync.sync import localpeer
 from annexsync.sync.branchview import SyncBranch
+from annexsync.sync.localpeer import LocalPeer, NotDone, nothing_to_fetch, open_peer
 from annexsync.sync.merge import merge_in_progress, merge_ref, resolve_conflicts
 
 if TYPE_CHECKING:
@@ -90,6 +97,8 @@ class LocalChanges:
 
     changed: list[str] = field(default_factory=list)  # new or modified (or unmerged)
     deleted: list[str] = field(default_factory=list)
+    # Of ``changed``: untracked, or staged as a symlink: none is staged unlocked.
+    not_unlocked: set[str] = field(default_factory=set)
     staged: bool = False  # the index differs from HEAD (or HEAD is unborn)
 
     @property
@@ -112,7 +121,9 @@ def local_changes(repo: AnnexRepo) -> LocalChanges:
     for rec in out.split(b"\0"):
         kind = rec[:1]
         if kind == b"?":
-            res.changed.append(rec[2:].decode("utf-8", "surrogateescape"))
+            path = rec[2:].decode("utf-8", "surrogateescape")
+            res.changed.append(path)
+            res.not_unlocked.add(path)
         elif kind == b"1":  # 1 XY sub mH mI mW hH hI path
             fields = rec.split(b" ", 8)
             path = fields[8].decode("utf-8", "surrogateescape")
@@ -122,6 +133,8 @@ def local_changes(repo: AnnexRepo) -> LocalChanges:
                 res.deleted.append(path)
             elif worktree != b".":
                 res.changed.append(path)
+                if fields[4] == b"120000":  # the index has a symlink (mI)
+                    res.not_unlocked.add(path)
         elif kind == b"u":  # u XY sub m1 m2 m3 mW h1 h2 h3 path: unmerged, no MERGE_HEAD
             res.changed.append(rec.split(b" ", 10)[10].decode("utf-8", "surrogateescape"))
             res.staged = True
@@ -130,14 +143,16 @@ def local_changes(repo: AnnexRepo) -> LocalChanges:
     return res
 
 
-def _adder(repo: AnnexRepo, branch: AnnexBranch, changed: list[str]) -> Adder:
+def _adder(repo: AnnexRepo, branch: AnnexBranch, changes: LocalChanges) -> Adder:
     """An :class:`Adder` for files :func:`local_changes` already found: it does not
-    look for them again (that would be a second pass over the whole work tree)."""
+    look for them again (that would be a second pass over the whole work tree), nor
+    ask the index about files status showed are not staged unlocked."""
     from annexsync.annex.add import Adder  # imported only when something changed
 
     class KnownChanges(Adder):
         def candidates(self, paths: Sequence[str]) -> list[tuple[str, str]]:
-            return [(f, f) for f in changed]
+            self.not_unlocked.update(changes.not_unlocked)
+            return [(f, f) for f in changes.changed]
 
     return KnownChanges(repo, branch)
 
@@ -164,11 +179,25 @@ def refs_not_merged(repo: AnnexRepo, into: str, refs: Sequence[str]) -> list[str
     return [r for r in refs if r in found]
 
 
+def head_ref(repo: AnnexRepo) -> str | None:
+    """The ref HEAD points to (``refs/heads/BRANCH``), or None when it is detached.
+
+    Read from the ``HEAD`` file (no process) when it is a plain symbolic ref."""
+    try:
+        text = (repo.git_dir / "HEAD").read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        text = ""
+    if text.startswith("ref: refs/") and text.endswith("\n") and text.count("\n") == 1:
+        return text[5:-1]
+    proc = repo.git.run_status("symbolic-ref", "-q", "HEAD")
+    name = proc.stdout.decode("utf-8", "surrogateescape").strip()
+    return name if proc.returncode == 0 and name else None
+
+
 def current_branch(repo: AnnexRepo) -> str | None:
     """The checked-out branch's short name, or None when HEAD is detached."""
-    proc = repo.git.run_status("symbolic-ref", "-q", "--short", "HEAD")
-    name = proc.stdout.decode().strip()
-    return name if proc.returncode == 0 and name else None
+    ref = head_ref(repo)
+    return ref[len("refs/heads/"):] if ref is not None and ref.startswith("refs/heads/") else None
 
 
 def git_env_for(spec: RemoteSpec, repo: AnnexRepo) -> dict[str, str]:
@@ -204,6 +233,7 @@ class GitSync:
         self.branch = SyncBranch(repo)
         self.on_event = on_event or (lambda kind, data: None)
         self._merging = threading.Lock()
+        self._peer_configs: localpeer.ConfigCache = {}
 
     # -- commit ------------------------------------------------------------------
     def commit_local(self, message: str | None = None) -> str | None:
@@ -218,7 +248,7 @@ class GitSync:
         if changes.nothing:
             return None  # the index is HEAD's tree and the work tree is the index
         if changes.changed:
-            for r in _adder(repo, self.branch, changes.changed).add(["."]):
+            for r in _adder(repo, self.branch, changes).add(["."]):
                 if not r.success:
                     self.on_event("add-failed", {"file": r.file, "error": r.error})
         if changes.deleted:
@@ -230,7 +260,7 @@ class GitSync:
         if message is None:
             message = f"git-annex in {self.description()}".rstrip()
         commit = commit_tree(repo.git, tree, [head] if head else [], message)
-        ref = repo.git.run("symbolic-ref", "-q", "HEAD").decode().strip() or "HEAD"
+        ref = head_ref(repo) or "HEAD"
         update_ref(repo.git, ref, commit, head or "0" * 40, "annexsync: commit")
         self.on_event("committed", {"commit": commit})
         return commit
@@ -258,8 +288,12 @@ class GitSync:
 
     def fetch(self, spec: RemoteSpec) -> str | None:
         """``git fetch REMOTE``; returns an error message or None."""
-        if (why := local_unavailable(spec, self.repo)) is not None:
+        peer, why = self._local_peer(spec)
+        if why is not None:
             return f"{spec.name} is not available: {why}"  # no git process, no noise
+        if peer is not None and nothing_to_fetch(self.repo, spec.name, peer):
+            self.on_event("fetched", {"remote": spec.name})
+            return None
         proc = self.repo.git.run_status("fetch", "--quiet", "--no-tags", spec.name,
                                         env=git_env_for(spec, self.repo))
         if proc.returncode != 0:
@@ -308,55 +342,92 @@ class GitSync:
     def needs_push(self, spec: RemoteSpec, branch: str | None) -> bool:
         """Does ``spec`` lack commits of our BRANCH or git-annex? (git-annex's rule: judged
         by its synced/BRANCH, synced/git-annex and git-annex as last fetched or pushed.)"""
+        return self._needs_push(spec, branch)[0]
+
+    def _needs_push(self, spec: RemoteSpec, branch: str | None) -> tuple[bool, dict[str, str]]:
+        """:meth:`needs_push`, and the ids of our git-annex and BRANCH refs."""
         ours = [ANNEX_REF] + ([f"refs/heads/{branch}"] if branch is not None else [])
         tracking = [f"refs/remotes/{spec.name}/{b}" for b in
                     ("synced/git-annex", "git-annex", *([f"synced/{branch}"] if branch else []))]
-        proc = self.repo.git.run_status("for-each-ref", "--format=%(refname)", *ours, *tracking)
-        have = set(proc.stdout.decode("utf-8", "surrogateescape").splitlines())
+        proc = self.repo.git.run_status("for-each-ref", "--format=%(objectname) %(refname)",
+                                        *ours, *tracking)
+        have: dict[str, str] = {}
+        for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
+            oid, _, name = line.partition(" ")
+            have[name] = oid
         theirs = [t for t in tracking if t in have]
-        ours = [o for o in ours if o in have]
+        mine = {o: have[o] for o in ours if o in have}
         if not theirs:
-            return bool(ours)
-        proc = self.repo.git.run_status("rev-list", "-n1", *ours, "--not", *theirs, "--")
-        return proc.returncode != 0 or bool(proc.stdout.strip())
+            return bool(mine), mine
+        proc = self.repo.git.run_status("rev-list", "-n1", *mine, "--not", *theirs, "--")
+        return proc.returncode != 0 or bool(proc.stdout.strip()), mine
+
+    def _local_peer(self, spec: RemoteSpec) -> tuple[LocalPeer | None, str | None]:
+        """(the clone behind a local remote, for the fast paths, or None; why the remote
+        is not available, or None)."""
+        if spec.kind == "local" and spec.url:
+            peer = open_peer(self.repo, spec, self._peer_configs)
+            if peer is not None and (not spec.uuid or peer.config.get("annex.uuid") == spec.uuid):
+                return peer, None
+        return None, local_unavailable(spec, self.repo)
 
     # -- push --------------------------------------------------------------------
     def push(self, spec: RemoteSpec, branch: str | None, *, force: bool = False
              ) -> str | None:
         """Push our branches to ``spec`` (unless it has them already and not ``force``);
-        returns an error message or None."""
-        if (why := local_unavailable(spec, self.repo)) is not None:
+        returns an error message or None.
+
+        ``BRANCH:synced/BRANCH`` and ``+git-annex:synced/git-annex`` must succeed; the
+        direct ``git-annex:git-annex`` and ``BRANCH:BRANCH`` (refused by a non-bare
+        clone that has BRANCH checked out, or when not a fast-forward) may fail, as in
+        git-annex. A local clone is pushed to without receive-pack when it can be
+        (:mod:`annexsync.sync.localpeer`); one ``git push`` otherwise."""
+        peer, why = self._local_peer(spec)
+        if why is not None:
             return f"{spec.name} is not available: {why}"
-        if not force and not self.needs_push(spec, branch):
+        needed, ours = self._needs_push(spec, branch)
+        if not force and not needed:
             return None
+        if peer is not None:
+            specs = [(ANNEX_REF, "refs/heads/synced/git-annex", True, True),
+                     (ANNEX_REF, ANNEX_REF, False, False)]
+            if branch is not None:
+                head = f"refs/heads/{branch}"
+                specs[:0] = [(head, f"refs/heads/synced/{branch}", False, True)]
+                specs.append((head, head, False, False))
+            try:
+                localpeer.push(self.repo, spec.name, peer, ours, specs)
+            except NotDone:
+                pass  # git push decides (and answers a rejection)
+            else:
+                self.on_event("pushed", {"remote": spec.name})
+                return None
         git = self.repo.git
         env = git_env_for(spec, self.repo)
-        refspecs = ["+refs/heads/git-annex:refs/heads/synced/git-annex"]
+        required = ["refs/heads/synced/git-annex"]
+        refspecs = ["+refs/heads/git-annex:refs/heads/synced/git-annex",
+                    "refs/heads/git-annex:refs/heads/git-annex"]
         if branch is not None:
-            refspecs.insert(0, f"refs/heads/{branch}:refs/heads/synced/{branch}")
+            required.append(f"refs/heads/synced/{branch}")
+            refspecs[:0] = [f"refs/heads/{branch}:refs/heads/synced/{branch}"]
+            refspecs.append(f"refs/heads/{branch}:refs/heads/{branch}")
         error: str | None = None
         for attempt in range(3):
-            proc = git.run_status("push", "--quiet", spec.name, *refspecs, env=env)
-            if proc.returncode == 0:
-                error = None
+            # One push, not atomic: each ref is accepted or refused on its own.
+            proc = git.run_status("push", "--porcelain", spec.name, *refspecs, env=env)
+            error = _push_error(proc, required)
+            if error is None:
                 break
-            error = _first_error(proc.stderr) or f"push to {spec.name} failed"
+            error = error or f"push to {spec.name} failed"
             if attempt == 2:
                 break
-            # Most likely the remote moved on (a quiet push does not say): pull what
-            # it has, merge, and push again. If it cannot even be fetched, give up.
+            # Most likely the remote moved on: pull what it has, merge, and push
+            # again. If it cannot even be fetched, give up.
             if self.fetch(spec) is not None:
                 break
             self.merge_from([spec.name], branch)
         if error is not None:
             return error
-        # Direct pushes, in one (not atomic: each ref on its own): fast-forward git-annex,
-        # and BRANCH for bare remotes. A checked-out BRANCH refuses (denyCurrentBranch)
-        # and a diverged git-annex is not a fast-forward; both are expected.
-        direct = ["refs/heads/git-annex:refs/heads/git-annex"]
-        if branch is not None:
-            direct.append(f"refs/heads/{branch}:refs/heads/{branch}")
-        git.run_status("push", "--quiet", spec.name, *direct, env=env)
         self.on_event("pushed", {"remote": spec.name})
         return None
 
@@ -404,6 +475,19 @@ class GitSync:
                     rr.error = err
                     self.on_event("remote-failed", {"remote": s.name, "error": err})
         return result
+
+
+def _push_error(proc: subprocess.CompletedProcess[bytes], required: list[str]) -> str | None:
+    """None if ``git push --porcelain`` updated (or found up to date) every required
+    destination ref; else the reason ("" when git did not say)."""
+    done: set[str] = set()
+    for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] in (" ", "+", "-", "*", "=") and ":" in parts[1]:
+            done.add(parts[1].rsplit(":", 1)[1])
+    if all(r in done for r in required):
+        return None
+    return _first_error(proc.stderr)
 
 
 def _first_error(stderr: bytes) -> str:
