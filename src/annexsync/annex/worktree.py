@@ -2,23 +2,29 @@
 
 Read from the index (``ls-files -s``): symlink blobs are annex links when they point
 into ``/annex/objects/``; small regular blobs are pointer files (unlocked) when their
-content parses as one. Blobs are fetched in one pipelined batch; blob sizes are
+content parses as one. Blobs are fetched in pipelined batches; blob sizes are
 checked first so large git files are never read.
+
+:func:`iter_annexed_chunks` streams: ``ls-files`` output is read as it comes and
+handled ``chunk`` entries at a time (one ``cat-file`` batch per chunk), so a scan of
+a 100,000-file tree never holds the whole index listing, its blobs or its results
+in memory at once. :func:`annexed_files` is the list of all of it.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from annexsync.annex.keys import Key, parse_pointer, parse_symlink_target
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.catfile import check_many
-from annexsync.git.index import MODE_SYMLINK, StagedFile, ls_files_staged
-from annexsync.git.runner import Git
+from annexsync.git.index import MODE_SYMLINK, StagedFile
+from annexsync.git.runner import Git, GitError
 
 MAX_POINTER_SIZE = 32768
 
@@ -32,10 +38,60 @@ class AnnexedFile:
 
 def annexed_files(repo: AnnexRepo, paths: Sequence[str] = ()) -> list[AnnexedFile]:
     """Annexed files in the index under ``paths`` (relative to the top), in index order."""
-    staged = [s for s in ls_files_staged(repo.git, paths) if s.stage in (0, 2)]
+    return [f for chunk in iter_annexed_chunks(repo, paths) for f in chunk]
+
+
+def iter_annexed_chunks(repo: AnnexRepo, paths: Sequence[str] = (), *,
+                        chunk: int = 5000) -> Iterator[list[AnnexedFile]]:
+    """Annexed files in the index under ``paths``, in index order, a list per ``chunk``
+    index entries (streamed: see the module docstring)."""
+    batch: list[StagedFile] = []
+    for s in _stream_staged(repo.git, paths):
+        if s.stage in (0, 2) and s.mode in (MODE_SYMLINK, "100644", "100755"):
+            batch.append(s)
+            if len(batch) >= chunk:
+                yield _annexed(repo, batch)
+                batch = []
+    if batch:
+        yield _annexed(repo, batch)
+
+
+def _stream_staged(git: Git, paths: Sequence[str]) -> Iterator[StagedFile]:
+    """``ls-files -s -z`` entries, parsed as git writes them."""
+    args = ("ls-files", "-s", "-z", "--full-name", "--", *paths)
+    proc = git.popen(*args, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    ok = False
+    try:
+        rest = b""
+        while True:
+            data = proc.stdout.read1(1 << 16)
+            if not data:
+                break
+            records = (rest + data).split(b"\0")
+            rest = records.pop()
+            for rec in records:
+                if rec:
+                    meta, path = rec.split(b"\t", 1)
+                    mode, oid, stage = meta.decode().split(" ")
+                    yield StagedFile(mode, oid, int(stage),
+                                     path.decode("utf-8", "surrogateescape"))
+        ok = True
+    finally:
+        if not ok:
+            proc.kill()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0:
+        raise GitError(list(args), code, err)
+
+
+def _annexed(repo: AnnexRepo, staged: list[StagedFile]) -> list[AnnexedFile]:
     symlinks = [s for s in staged if s.mode == MODE_SYMLINK]
-    regular = [s for s in staged if s.mode in ("100644", "100755")]
-    sizes = check_many(repo.git, {s.oid for s in regular})
+    regular = [s for s in staged if s.mode != MODE_SYMLINK]
+    sizes = check_many(repo.git, {s.oid for s in regular}) if regular else {}
     maybe_pointers = [s for s in regular
                       if (sz := sizes.get(s.oid)) is not None and sz[1] <= MAX_POINTER_SIZE]
     want = {s.oid for s in symlinks} | {s.oid for s in maybe_pointers}

@@ -49,6 +49,11 @@ class Aggregator:
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending (the next note starts a batch)."""
+        return self._first is None
+
     def decide(self, now: float) -> tuple[set[str] | None, float | None]:
         """``(batch, None)`` to commit now, or ``(None, seconds)`` to wait (None: idle)."""
         if self._first is None or self._last is None:

@@ -32,6 +32,8 @@ class Settings:
     delay_add: float = 0.0  # annex.delayadd
     slots: int = 4  # concurrent transfers
     upload_wait: float = 0.5  # pusher: wait this long for fresh uploads before pushing
+    upload_wait_keys: int = 16  # pusher: ... but only for a commit of at most this many keys
+    peer_grace: float = 5.0  # a burst to a local clone running an assistant: upload later
     push_retry_max: float = 1800.0  # failed pushes: retried at least this often
     content: bool = True  # move content (False: git-level sync only)
     git_sync: bool = True  # push/merge (False: "watch" only commits)

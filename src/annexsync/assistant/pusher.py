@@ -3,7 +3,11 @@
 A poke (after a commit, a merge, or content moving) wakes it; it pushes
 ``BRANCH:synced/BRANCH`` and ``git-annex:synced/git-annex`` to every syncable git
 remote at once (:meth:`annexsync.sync.gitsync.GitSync.push`, which answers a rejected
-push by fetch, merge and push again). A remote that fails is retried with a doubling
+push by fetch, merge and push again). After a commit of a few new files it first
+waits (at most ``upload_wait``) for their uploads, so clones that merge can read them
+at once; a burst (more than ``upload_wait_keys`` files) is pushed at once, so the
+other clones merge it, and start fetching its content themselves, while the uploads
+run. A remote that fails is retried with a doubling
 back-off, and every ``push_retry_max`` seconds (30 minutes) in any case.
 
 While a remote is in back-off, pokes (new commits) do not push to it: it is tried
@@ -21,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from annexsync.annex.keys import Key
 from annexsync.assistant.hub import Hub
+from annexsync.git.refs import rev_parse
 from annexsync.sync.gitsync import GitSync, current_branch, local_unavailable
 
 
@@ -42,12 +47,17 @@ class Pusher:
         unlocked_merge = self.sync.merge_from
 
         def merge_locked(*args: object, **kwargs: object) -> object:
+            from annexsync.assistant.merger import note_merge
+
             with hub.worktree_lock:
                 if hub.committer is not None:
                     hub.committer.commit_pending()
+                old_head = rev_parse(hub.repo.git, "HEAD")
+                old_annex = hub.branch.tip()
                 result = unlocked_merge(*args, **kwargs)  # type: ignore[arg-type]
-            if hub.scanner is not None:
-                hub.scanner.poke()
+                # what the merge brought is scanned for content like the merger's
+                note_merge(hub, old_head, rev_parse(hub.repo.git, "HEAD"),
+                           annex_changed=hub.branch.tip() != old_annex)
             return result
 
         self.sync.merge_from = merge_locked  # type: ignore[method-assign,assignment]
@@ -87,7 +97,8 @@ class Pusher:
                         continue
                     poked, self._poked = self._poked, False
                     wait_keys, self._wait_keys = self._wait_keys, set()
-                if wait_keys and self.hub.transfers is not None:
+                if (wait_keys and self.hub.transfers is not None
+                        and len(wait_keys) <= self.hub.settings.upload_wait_keys):
                     deadline = time.monotonic() + self.hub.settings.upload_wait
                     while (time.monotonic() < deadline and not stop.is_set()
                            and self.hub.transfers.uploads_pending(wait_keys)):

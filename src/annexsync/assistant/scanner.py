@@ -2,9 +2,12 @@
 
 At start-up every annexed file is checked once: content this repository wants and
 lacks is queued for download, content it has that a remote wants and lacks is
-queued for upload. After a merge only the files the merge changed are checked
-(``diff-tree`` between the old and new HEAD), and, when the git-annex branch
-changed, the downloads that found no source before are tried again.
+queued for upload. The index is streamed and checked ``CHUNK`` files at a time
+(:func:`annexsync.annex.worktree.iter_annexed_chunks`), so the scan of a big tree
+stays small in memory. After a merge only the files the merge changed are checked
+(the merger hands over the list it computed from ``diff-tree`` between the old and
+new HEAD), and, when the git-annex branch changed, the downloads that found no
+source before are tried again.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable
 from annexsync.annex.keys import Key, parse_pointer, parse_symlink_target
 from annexsync.annex.location import locations_many
 from annexsync.annex.objects import ObjectStore
-from annexsync.annex.worktree import annexed_files
+from annexsync.annex.worktree import annexed_files, iter_annexed_chunks
 from annexsync.assistant.hub import Hub
 from annexsync.assistant.transferrer import Job
 from annexsync.git.refs import diff_tree
@@ -29,6 +32,7 @@ class TransferScanner:
         self.cond = threading.Condition()
         self._full = True  # the start-up scan
         self._changes: list[tuple[str | None, str | None]] = []
+        self._files: list[tuple[str, Key]] = []  # changed files handed over by the merger
         self._deferred: dict[Key, str] = {}
         self._recheck_deferred = False
         self.store = ObjectStore(hub.repo.annex_dir, bare=hub.repo.bare)
@@ -37,6 +41,14 @@ class TransferScanner:
         with self.cond:
             if old != new:
                 self._changes.append((old, new))
+            if annex_changed:
+                self._recheck_deferred = True
+            self.cond.notify()
+
+    def changed_files(self, files: list[tuple[str, Key]], *, annex_changed: bool) -> None:
+        """These annexed files changed (a merge brought them): check them."""
+        with self.cond:
+            self._files.extend(files)
             if annex_changed:
                 self._recheck_deferred = True
             self.cond.notify()
@@ -60,34 +72,42 @@ class TransferScanner:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self.cond:
-                if not (self._full or self._changes or self._recheck_deferred):
+                if not (self._full or self._changes or self._files
+                        or self._recheck_deferred):
                     self.cond.wait(5)
                     continue
                 full, self._full = self._full, False
                 changes, self._changes = self._changes, []
+                files, self._files = self._files, []
                 recheck, self._recheck_deferred = self._recheck_deferred, False
             if not self.hub.settings.content or self.hub.transfers is None:
                 continue
             try:
-                self._scan(full, changes, recheck)
+                self._scan(full, changes, files, recheck)
             except BaseException:  # the supervisor restarts us: keep the work for then
                 with self.cond:
                     self._full |= full
                     self._changes[:0] = changes
+                    self._files[:0] = files
                     self._recheck_deferred |= recheck
                 raise
 
     def _scan(self, full: bool, changes: list[tuple[str | None, str | None]],
-              recheck: bool) -> None:
+              files: list[tuple[str, Key]], recheck: bool) -> None:
         if full:
             # What the committer found at start-up (files added by a daemon killed before
             # it committed) is committed first, or this scan would not see it.
             with self.hub.worktree_lock:
                 if self.hub.committer is not None:
                     self.hub.committer.commit_pending()
-            files = [(f.file, f.key) for f in annexed_files(self.hub.repo)]
+            count = 0
+            for chunk in iter_annexed_chunks(self.hub.repo, chunk=self.CHUNK):
+                count += len(chunk)
+                self._check_chunk([(f.file, f.key) for f in chunk])
+                del chunk
+            self.hub.emit(self.name, "scan-done", files=count)
+        if files:
             self.check(files)
-            self.hub.emit(self.name, "scan-done", files=len(files))
         for old, new in changes:
             self.check(self._changed_files(old, new))
         if recheck and self._deferred:
@@ -140,6 +160,6 @@ class TransferScanner:
                         tr.enqueue(Job("upload", key, f, u))
             elif policy.wants(here, f, key, frozenset(locs)):
                 if locs - {here}:
-                    tr.enqueue(Job("download", key, f))
+                    tr.enqueue(Job("download", key, f, locs=frozenset(locs)))
                 else:
                     self._deferred[key] = f

@@ -6,9 +6,19 @@ Jobs are downloads of a key (from the cheapest remote that has it, falling back 
 the next) or uploads of a key to one remote. A job equal to one queued or running is
 not added again. ``slots`` worker threads (not git-annex's single slot) take jobs
 from the front; uploads of freshly committed files go to the front, scans append.
-Every transfer goes through :class:`annexsync.transfers.runner.Transfers` (transfer
-info files, verification, bandwidth limits, retries); a slot is released in a
-``finally`` whatever happens. A failed job is retried with a doubling back-off.
+Small keys (under 1 MiB) are taken in runs of up to ``BATCH`` jobs per slot (never
+more than a fair share of the queue, so all slots stay busy), and the locations of a
+run's downloads are read in one batch unless the scanner already handed them over
+with the job. Every transfer goes through
+:class:`annexsync.transfers.runner.Transfers` (transfer info files, verification,
+bandwidth limits, retries); a slot is released in a ``finally`` whatever happens. A
+failed job is retried with a doubling back-off.
+
+A burst (a commit of more than ``upload_wait_keys`` files) to a clone on a local
+path whose own assistant is running (its ``daemon.pid`` lock is held) is uploaded
+only after ``peer_grace`` seconds: that assistant merges the commit and downloads
+what it wants itself, with far fewer disk syncs than one upload per file, and the
+late upload then finds the content there. Any other clone gets it at once.
 
 When the queue drains, the location-log changes are committed and the pusher is
 poked, so other clones learn where content went. A download is followed by uploads
@@ -22,16 +32,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from annexsync.annex.keys import Key
 from annexsync.annex.location import locations_many
+from annexsync.annex.locks import lock_holder
 from annexsync.annex.objects import ObjectStore
 from annexsync.assistant.hub import Hub
 from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import Remote
 from annexsync.remotes.registry import load_remotes
-from annexsync.transfers.runner import Transfers
+from annexsync.transfers.runner import SMALL_KEY, PeerRepoRemote, Transfers
+
+BATCH = 32
+"""Most small-key jobs one slot takes at a time."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,8 @@ class Job:
     key: Key
     file: str | None
     remote: str | None = None  # upload target uuid (downloads pick a source)
+    # downloads: where the scanner saw the key (None: read the location log)
+    locs: frozenset[str] | None = field(default=None, compare=False)
 
     @property
     def ident(self) -> tuple[str, Key, str | None]:
@@ -70,6 +86,11 @@ class Transferrer:
         self.known: set[tuple[str, Key, str | None]] = set()
         self.running: dict[tuple[str, Key, str | None], Job] = {}
         self.retries: list[_Retry] = []
+        self.later: list[_Retry] = []  # bursts held back for a peer that fetches itself
+        # downloaded since the last flush: small keys may still wait for the batch sync
+        # before they show in the store; a second scan must not fetch them again
+        self.fetched: set[Key] = set()
+        self._peer_seen: dict[str, tuple[float, bool]] = {}
         self.state = TransferState()
         self.store = ObjectStore(hub.repo.annex_dir, bare=hub.repo.bare)
         self._remotes: list[Remote] = []
@@ -117,11 +138,42 @@ class Transferrer:
         policy = self.policy()
         remotes = [r for r in self.remotes() if not r.info.readonly]
         here = self.hub.repo.uuid
+        s = self.hub.settings
+        burst = len(files) > s.upload_wait_keys
+        hold = {r.info.uuid for r in remotes if burst and self._peer_fetches(r)}
+        at = time.monotonic() + s.peer_grace
         for f, key in files:
             locs = frozenset({here})
             for r in remotes:
                 if policy.wants(r.info.uuid, f, key, locs):
-                    self.enqueue(Job("upload", key, f, r.info.uuid), front=True)
+                    job = Job("upload", key, f, r.info.uuid)
+                    if r.info.uuid in hold and (key.size or 0) < SMALL_KEY:
+                        self._enqueue_later(job, at)
+                    else:
+                        self.enqueue(job, front=True)
+
+    def _peer_fetches(self, r: Remote) -> bool:
+        """Is ``r`` a repository on this machine with an assistant running in it?"""
+        if not isinstance(r, PeerRepoRemote):
+            return False
+        now = time.monotonic()
+        seen = self._peer_seen.get(r.info.uuid)
+        if seen is not None and now - seen[0] < 2.0:
+            return seen[1]
+        try:
+            running = lock_holder(r.peer_annex_dir() / "daemon.pid") is not None
+        except Exception:  # noqa: BLE001 - unavailable or unreadable: upload as usual
+            running = False
+        self._peer_seen[r.info.uuid] = (now, running)
+        return running
+
+    def _enqueue_later(self, job: Job, at: float) -> None:
+        with self.cond:
+            if job.ident in self.known:
+                return
+            self.known.add(job.ident)
+            self.later.append(_Retry(job, at, 1.0))
+            self.cond.notify()
 
     def wake(self) -> None:
         with self.cond:
@@ -129,7 +181,8 @@ class Transferrer:
 
     def retry_now(self, remote_uuids: set[str] | None = None) -> None:
         """Failed jobs are tried again at once (a remote came back): uploads to
-        ``remote_uuids`` (every remote if None) and every download."""
+        ``remote_uuids`` (every remote if None) and every download. (Bursts held back
+        for a peer that fetches itself stay held: that peer is there.)"""
         with self.cond:
             now = time.monotonic()
             for r in self.retries:
@@ -164,7 +217,9 @@ class Transferrer:
                         flush = True
                     else:
                         flush = False
-                        self.cond.wait(0.5)
+                        nxt = min((r.at for r in self.later), default=None)
+                        wait = 0.5 if nxt is None else min(0.5, nxt - time.monotonic())
+                        self.cond.wait(max(0.01, wait))
                 if flush:
                     # Location changes are batched by the recorders: write them now, so
                     # whereis and other clones learn at once where content went (a
@@ -173,6 +228,8 @@ class Transferrer:
                         tr.flush()
                     except OSError as e:
                         self.hub.emit(self.name, "record-deferred", error=str(e))
+                    with self.cond:
+                        self.fetched.clear()
                     self.hub.branch.commit()
                     if self.hub.pusher is not None:
                         self.hub.pusher.poke()
@@ -189,8 +246,27 @@ class Transferrer:
         for r in due:
             self.retries.remove(r)
             self.queue.append(r.job)
+        if self.later and min(r.at for r in self.later) <= now:
+            ready = [r for r in self.later if r.at <= now]
+            self.later = [r for r in self.later if r.at > now]
+            self.queue.extendleft(r.job for r in ready)  # like upload_new: at the front
+            due += ready
         if due:
+            self.state.queued = len(self.queue)
             self.cond.notify_all()
+
+    def _take(self) -> list[Job]:
+        """The next job, or a run of small-key jobs of one direction (cond held)."""
+        job = self.queue.popleft()
+        jobs = [job]
+        if not _small(job):
+            return jobs
+        share = -(-(len(self.queue) + 1) // max(1, self.hub.settings.slots))
+        limit = min(BATCH, share)
+        while (len(jobs) < limit and self.queue and self.queue[0].direction == job.direction
+               and _small(self.queue[0])):
+            jobs.append(self.queue.popleft())
+        return jobs
 
     def _slot(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -200,30 +276,58 @@ class Transferrer:
                     self._promote_retries()
                 if stop.is_set():
                     return
-                job = self.queue.popleft()
-                self.running[job.ident] = job
+                jobs = self._take()
+                for job in jobs:
+                    self.running[job.ident] = job
                 self.state.queued = len(self.queue)
-            ok = False
-            self._local.last_error = None
-            try:
-                ok = self._do(job)
-            except Exception as e:  # noqa: BLE001 - reported, retried; the slot survives
-                self.hub.emit(self.name, "transfer-error", key=str(job.key), error=str(e))
-            finally:
-                with self.cond:
-                    self.running.pop(job.ident, None)
-                    if ok:
-                        self.known.discard(job.ident)
-                    else:
-                        prev = next((r.delay for r in self.retries if r.job == job), 1.0)
-                        if "already in progress" in (getattr(self._local, "last_error", None)
-                                                     or ""):
-                            # the other side is moving this very content: look again soon
-                            prev = 0.1
-                        self.retries.append(_Retry(job, time.monotonic() + prev,
-                                                   min(prev * 2, 300.0)))
-                        self.state.failed += 1
-                    self._dirty = True
+            self._prefetch_locations(jobs)
+            for i, job in enumerate(jobs):
+                if stop.is_set():  # hand the rest back untouched
+                    with self.cond:
+                        for j in jobs[i:]:
+                            self.running.pop(j.ident, None)
+                            self.known.discard(j.ident)
+                    return
+                self._run_one(job, last=i == len(jobs) - 1)
+
+    def _prefetch_locations(self, jobs: list[Job]) -> None:
+        """Downloads of a run whose locations are unknown: read them in one batch."""
+        need = [j for j in jobs if j.direction == "download" and j.locs is None]
+        if len(need) < 2:
+            return
+        try:
+            where = locations_many(self.hub.branch, [j.key for j in need])
+        except Exception:  # noqa: BLE001 - each job reads its own then
+            return
+        for k, j in enumerate(jobs):
+            if j.direction == "download" and j.locs is None:
+                jobs[k] = Job(j.direction, j.key, j.file, j.remote,
+                              locs=frozenset(where.get(j.key, set())))
+
+    def _run_one(self, job: Job, *, last: bool) -> None:
+        ok = False
+        self._local.last_error = None
+        try:
+            ok = self._do(job)
+        except Exception as e:  # noqa: BLE001 - reported, retried; the slot survives
+            self.hub.emit(self.name, "transfer-error", key=str(job.key), error=str(e))
+        finally:
+            with self.cond:
+                self.running.pop(job.ident, None)
+                if ok:
+                    self.known.discard(job.ident)
+                else:
+                    prev = next((r.delay for r in self.retries if r.job == job), 1.0)
+                    if "already in progress" in (getattr(self._local, "last_error", None)
+                                                 or ""):
+                        # the other side is moving this very content: look again soon
+                        prev = 0.1
+                    # locations are read afresh next time (they may have moved on)
+                    self.retries.append(_Retry(replace(job, locs=None),
+                                               time.monotonic() + prev, min(prev * 2, 300.0)))
+                    self.state.failed += 1
+                self._dirty = True
+                if last or not ok:
                     self.cond.notify_all()
 
     def _do(self, job: Job) -> bool:
@@ -241,10 +345,16 @@ class Transferrer:
             self.hub.emit(self.name, "upload", file=job.file, remote=r.info.name,
                           ok=res.success, error=res.error)
             return res.success
+        with self.cond:
+            if job.key in self.fetched:
+                return True
         if self.store.has(job.key):
             return True
-        locs = locations_many(self.hub.branch, [job.key])[job.key]
+        locs: set[str] = set(job.locs or ())
         candidates = [r for r in self.remotes() if r.info.uuid in locs]
+        if not candidates:  # unknown, or the scanner's view names no remote we have
+            locs = locations_many(self.hub.branch, [job.key])[job.key]
+            candidates = [r for r in self.remotes() if r.info.uuid in locs]
         for r in candidates:
             if not r.available():
                 continue
@@ -253,6 +363,8 @@ class Transferrer:
             self.hub.emit(self.name, "download", file=job.file, remote=r.info.name,
                           ok=res.success, error=res.error)
             if res.success:
+                with self.cond:
+                    self.fetched.add(job.key)
                 self._after_download(job, locs | {self.hub.repo.uuid})
                 return True
         return not candidates  # nobody has it (yet): the scanner re-queues after merges
@@ -277,6 +389,10 @@ class Transferrer:
     def snapshot(self) -> dict[str, object]:
         with self.cond:
             return {"queued": len(self.queue), "running": len(self.running),
-                    "retrying": len(self.retries),
+                    "retrying": len(self.retries), "held": len(self.later),
                     "jobs": [{"direction": j.direction, "file": j.file, "key": str(j.key)}
                              for j in list(self.running.values())[:20]]}
+
+
+def _small(job: Job) -> bool:
+    return job.key.size is not None and job.key.size < SMALL_KEY

@@ -1,0 +1,178 @@
+"""What keeps bursts cheap: our own writes recognised, streamed scans, held uploads.
+
+These drive the services' methods directly on real clones (no daemon processes);
+the end-to-end burst is in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from annexsync.annex.keys import Key, symlink_target
+from annexsync.annex.locks import lock_file
+from annexsync.annex.repo import AnnexRepo
+from annexsync.annex.worktree import annexed_files, iter_annexed_chunks
+from annexsync.assistant.committer import Committer
+from annexsync.assistant.events import EventLog
+from annexsync.assistant.hub import Hub, Settings
+from annexsync.assistant.merger import relevant_ref
+from annexsync.assistant.transferrer import Job, Transferrer
+from annexsync.testing.daemons import make_clones
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def hub_for(path: Path, **settings: object) -> Hub:
+    repo = AnnexRepo.find(path)
+    repo.git.env["GIT_LITERAL_PATHSPECS"] = "1"
+    return Hub(repo, EventLog(), Settings(**settings))  # type: ignore[arg-type]
+
+
+def fake_key(i: int, size: int = 1000) -> Key:
+    digest = hashlib.sha256(b"%d" % i).hexdigest()
+    return Key.parse(f"SHA256E-s{size}--{digest}.bin")
+
+
+def test_only_refs_other_clones_move_wake_the_merger() -> None:
+    assert relevant_ref("refs/heads/synced/main")
+    assert relevant_ref("refs/heads/synced/git-annex")
+    assert relevant_ref("refs/remotes/origin/main")
+    assert relevant_ref("refs/synced/uuid/git-annex")
+    assert relevant_ref("packed-refs")
+    assert not relevant_ref("refs/heads/main")  # our own commit
+    assert not relevant_ref("refs/heads/git-annex")
+    assert not relevant_ref("refs/tags/v1")
+    assert not relevant_ref("HEAD")
+
+
+def test_our_own_symlinks_cost_nothing_but_user_changes_are_committed(tmp_path: Path) -> None:
+    (a,) = make_clones(tmp_path, 1)
+    hub = hub_for(a, content=False, git_sync=False)
+    c = Committer(hub)
+    (a / "one.bin").write_bytes(os.urandom(3000))
+    first = c.commit_batch({"one.bin"}, set())
+    assert first is not None and os.path.islink(a / "one.bin")
+    # the watcher's note for the symlink that replaced the file: nothing to commit
+    assert c.commit_batch({"one.bin"}, set()) is None
+    # the user replaces it with another file: committed, whatever was expected
+    target = os.readlink(a / "one.bin")
+    c.expect({"one.bin": target})
+    os.unlink(a / "one.bin")
+    (a / "one.bin").write_bytes(b"new content, much larger than before " * 100)
+    second = c.commit_batch({"one.bin"}, set())
+    assert second is not None and second != first
+    assert os.readlink(a / "one.bin") != target
+    # an expected removal is not a change; an unexpected one is
+    c.expect({"gone.txt": None})
+    assert c.commit_batch({"gone.txt"}, set()) is None
+    os.unlink(a / "seed.txt")
+    assert c.commit_batch({"seed.txt"}, set()) is not None
+    assert "seed.txt" not in git(a, "ls-files").split()
+    assert git(a, "status", "--porcelain") == ""
+
+
+def test_an_expectation_never_hides_a_different_symlink(tmp_path: Path) -> None:
+    (a,) = make_clones(tmp_path, 1)
+    hub = hub_for(a, content=False, git_sync=False)
+    c = Committer(hub)
+    key = fake_key(1)
+    c.expect({"link.bin": symlink_target(fake_key(2), "link.bin")})
+    os.symlink(symlink_target(key, "link.bin"), a / "link.bin")
+    assert c.commit_batch({"link.bin"}, set()) is not None
+    assert git(a, "ls-files", "link.bin").strip() == "link.bin"
+
+
+def test_streamed_scan_matches_the_whole_listing(tmp_path: Path) -> None:
+    (a,) = make_clones(tmp_path, 1)
+    (a / "d").mkdir()
+    for i in range(7):
+        (a / "d" / f"f{i}.bin").write_bytes(os.urandom(100 + i))
+    (a / "small.txt").write_text("git file\n")
+    subprocess.run([sys.executable, "-m", "annexsync", "add", "--quiet", "d"], cwd=a,
+                   check=True)
+    repo = AnnexRepo.find(a)
+    chunks = list(iter_annexed_chunks(repo, chunk=3))
+    assert len(chunks) >= 3
+    streamed = [f for ch in chunks for f in ch]
+    assert streamed == annexed_files(repo)
+    assert sorted(f.file for f in streamed if f.file.startswith("d/")) == sorted(
+        f"d/f{i}.bin" for i in range(7))
+    assert [f.file for f in annexed_files(repo, ["d/f3.bin"])] == ["d/f3.bin"]
+
+
+def test_a_burst_waits_for_a_peer_whose_assistant_fetches_it(tmp_path: Path) -> None:
+    a, b = make_clones(tmp_path, 2)
+    hub = hub_for(a, peer_grace=60.0)
+    tr = Transferrer(hub)
+    few = [(f"few{i}.bin", fake_key(i)) for i in range(3)]
+    burst = [(f"burst{i}.bin", fake_key(100 + i)) for i in range(40)]
+    tr.upload_new(few)
+    tr.upload_new(burst)  # nobody runs in b: everything goes out at once
+    assert len(tr.queue) == 43 and tr.snapshot()["held"] == 0
+    tr.queue.clear()
+    tr.known.clear()
+    tr._peer_seen.clear()
+    lock = lock_file(b / ".git" / "annex" / "daemon.pid", exclusive=True, blocking=False)
+    try:
+        tr.upload_new(few)  # a few files: at once, so they land before the push
+        tr.upload_new(burst)  # a burst: b's assistant fetches it itself
+        assert len(tr.queue) == 3 and tr.snapshot()["held"] == 40
+        tr.retry_now()  # a trigger retrying failures does not release the hold
+        assert tr.snapshot()["held"] == 40
+        for r in tr.later:
+            r.at = 0.0
+        with tr.cond:
+            tr._promote_retries()
+        assert len(tr.queue) == 43 and tr.snapshot()["held"] == 0
+        assert tr.queue[0].file == "burst39.bin"  # uploads go backwards, downloads forwards
+    finally:
+        lock.release()
+
+
+def test_small_jobs_are_taken_in_fair_runs(tmp_path: Path) -> None:
+    (a,) = make_clones(tmp_path, 1)
+    tr = Transferrer(hub_for(a, slots=4))
+    for i in range(10):
+        tr.enqueue(Job("download", fake_key(i), f"f{i}"))
+    big = Job("download", fake_key(99, size=50 << 20), "big")
+    tr.enqueue(big)
+    with tr.cond:
+        first = tr._take()
+    assert [j.file for j in first] == ["f0", "f1", "f2"]  # ceil(11 / 4)
+    runs = [first]
+    while tr.queue:
+        with tr.cond:
+            share = -(-len(tr.queue) // 4)
+            runs.append(tr._take())
+        assert 1 <= len(runs[-1]) <= share  # never more than a fair share: slots stay busy
+    assert [j for r in runs for j in r] == [Job("download", fake_key(i), f"f{i}")
+                                            for i in range(10)] + [big]
+    assert runs[-1] == [big]  # a big key is never part of a run
+
+
+def test_a_batch_that_fails_is_committed_by_the_next_one(tmp_path: Path) -> None:
+    (a,) = make_clones(tmp_path, 1)
+    c = Committer(hub_for(a, content=False, git_sync=False))
+    (a / "late.bin").write_bytes(os.urandom(2000))
+    lock = a / ".git" / "index.lock"
+    lock.write_bytes(b"")  # a killed daemon's git process still holds the index
+    try:
+        c.commit_batch({"late.bin"}, set())
+    except Exception:  # noqa: BLE001 - the failure itself is not the point
+        pass
+    else:
+        raise AssertionError("the commit should have failed while index.lock is held")
+    lock.unlink()
+    assert len(c.agg) == 1  # the batch went back
+    batch, _ = c.agg.decide(1e12)
+    assert batch == {"late.bin"}
+    assert c.commit_batch(batch, set()) is not None
+    assert "late.bin" in git(a, "ls-files").split()
+    assert git(a, "status", "--porcelain") == ""
