@@ -32,7 +32,9 @@ def test_change_hook_after_commit_and_after_merge(tmp_path: Path) -> None:
                  what="the hook to run after the commit")
         assert runs("commit")[0][1] == str(a)
         (b / "remote.txt").write_text("made there\n")
-        wait_for(lambda: (a / "remote.txt").exists(), 30, what="the change to arrive")
+        # git writes the work tree before it moves HEAD: wait for the commit itself
+        wait_for(lambda: git(a, "log", "-1", "--format=%H", "--", "remote.txt"), 30,
+                 what="the change to arrive")
         head = git(a, "rev-parse", "HEAD")
         wait_for(lambda: any(f"refs/heads/main={head}" in r[2] for r in runs("merge")), 10,
                  what="the hook to run after the merge")
@@ -84,6 +86,15 @@ def test_commit_in_a_local_remote_without_daemon_is_merged_at_once(tmp_path: Pat
         git(b, "commit", "-q", "-m", "packed")
         git(b, "pack-refs", "--all")
         wait_for(lambda: (a / "packed.txt").exists(), 15, what="the packed commit")
+        # b's git-annex branch alone moving twice in a row: one fetch, after a calm
+        before = len(log_lines(d, "remotewatcher: remote-changed"))
+        for i in range(2):
+            tip = git(b, "commit-tree", "git-annex^{tree}", "-p", "git-annex", "-m", f"log {i}")
+            git(b, "update-ref", "refs/heads/git-annex", tip)
+        wait_for(lambda: git(a, "rev-parse", "refs/remotes/c1/git-annex") == tip, 15,
+                 what="b's git-annex branch to be fetched")
+        annex_only = log_lines(d, "remotewatcher: remote-changed")[before:]
+        assert len(annex_only) == 1 and "refs/heads/git-annex" in annex_only[0], annex_only
     finally:
         d.stop()
 

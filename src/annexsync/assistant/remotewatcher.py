@@ -14,7 +14,11 @@ events is gathered for a short calm (20 ms), then, for each remote whose refs mo
   caused the change (our pusher's ``git push``): nothing to do. Otherwise (or when
   ``packed-refs`` changed) the :class:`~annexsync.assistant.resync.Resyncer` is
   asked to fetch and merge that remote (no push and no full transfer scan: a merge
-  that brings something pokes the pusher and tells the scanner what changed).
+  that brings something pokes the pusher and tells the scanner what changed). When
+  only the remote's ``git-annex`` (or ``synced/git-annex``) branch moved, the fetch
+  waits :data:`ANNEX_CALM` (1 s) for more: an assistant there commits location logs
+  in bursts, one commit per transfer batch, and a fetch-and-merge for each would cost
+  far more than it brings. Any other ref moving fetches at once.
 
 The set of watched remotes is recomputed when :meth:`RemoteWatcher.refresh` is
 called (the mount watcher does, after each mount or unmount), when our
@@ -44,6 +48,11 @@ from annexsync.remotes.gitlocal import find_git_dir
 from annexsync.remotes.registry import local_path_of
 from annexsync.sync.gitsync import GitSync
 
+#: A remote whose git-annex branch alone moved is fetched after this calm: an assistant
+#: there commits location logs in bursts, and nothing in the work tree waits for them.
+ANNEX_CALM = 1.0
+ANNEX_ONLY_REFS: frozenset[str | None] = frozenset(
+    {"refs/heads/git-annex", "refs/heads/synced/git-annex"})
 _REFS_MASK = F.CREATE | F.MOVED_TO | F.CLOSE_WRITE | F.DELETE | F.ONLYDIR
 _DIR_MASK = F.MOVED_TO | F.CLOSE_WRITE
 REFRESH_EVERY = 60.0
@@ -62,8 +71,10 @@ class RemoteWatcher:
     name = "remotewatcher"
 
     def __init__(self, hub: Hub, resyncer: Resyncer, *, calm: float = 0.02,
-                 on_config: Callable[[], None] | None = None) -> None:
+                 on_config: Callable[[], None] | None = None,
+                 annex_calm: float = ANNEX_CALM) -> None:
         self.hub = hub
+        self.annex_calm = annex_calm
         self.on_config = on_config  # told after .git/config was reloaded
         self.resyncer = resyncer
         self.calm = calm
@@ -146,8 +157,11 @@ class RemoteWatcher:
             self._add(None, str(self.hub.repo.git_dir), _DIR_MASK, False)
             self._sync_watches()
             next_refresh = time.monotonic() + REFRESH_EVERY
+            # remote -> (when to fetch, refs): changes of its git-annex branch alone
+            held: dict[str, tuple[float, set[str | None]]] = {}
             while not stop.is_set():
-                timeout = max(0.0, next_refresh - time.monotonic())
+                wake_at = min([next_refresh, *(t for t, _ in held.values())])
+                timeout = max(0.0, wake_at - time.monotonic())
                 r, _, _ = select.select([ino.fileno(), self._wake_r], [], [], timeout)
                 if self._wake_r in r:
                     try:
@@ -164,13 +178,23 @@ class RemoteWatcher:
                 if refresh or time.monotonic() >= next_refresh:
                     self._sync_watches()
                     next_refresh = time.monotonic() + REFRESH_EVERY
-                names = [n for n, refs in changed.items()
-                         if n in self.watched and self._needs_fetch(n, refs)]
+                now = time.monotonic()
+                for n, refs in changed.items():
+                    if n not in self.watched or not self._needs_fetch(n, refs):
+                        continue
+                    due = now
+                    if refs <= ANNEX_ONLY_REFS:  # held since its first such change
+                        due = held[n][0] if n in held else now + self.annex_calm
+                    held[n] = (due, held.get(n, (due, set()))[1] | refs)
+                names = sorted(n for n, (t, _) in held.items()
+                               if t <= now and n in self.watched)
                 if names:
                     self.hub.emit(self.name, "remote-changed", remotes=names,
-                                  refs=sorted(str(r) for n in names for r in changed[n]))
+                                  refs=sorted(str(r) for n in names for r in held[n][1]))
                     self.resyncer.request(names, "remote-changed", push=False,
                                           full_scan=False)
+                for n in [n for n, (t, _) in held.items() if t <= now]:
+                    del held[n]
         finally:
             self._ino = None
             ino.close()
