@@ -22,15 +22,23 @@ content as an iterator of packets, *must not* write to stdout, and returns the o
 as bytes or an iterable of byte chunks. The loop always drains the request's content
 before answering, even when the handler fails, so the conversation stays in step; a
 handler failure becomes ``status=error`` for that file, never a dead filter.
+
+git waits for the handshake before it sends the first file, so this module imports
+nothing beyond :mod:`annexsync.errors` (not even :mod:`typing`: the type names are for
+type checkers only) and :func:`serve` answers the handshake before the handler does
+any work; a handler should open the repository on the first request that needs it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Protocol
 
 from annexsync.errors import AnnexError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import BinaryIO, Protocol, TypeAlias
 
 #: Largest payload of one pkt-line (65520 minus the 4-byte header).
 MAX_PAYLOAD = 65516
@@ -208,19 +216,19 @@ class Content:
             pass
 
 
-Output = bytes | Iterable[bytes]
+if TYPE_CHECKING:  # (defined for type checkers only: typing costs ~7 ms to import)
+    Output: TypeAlias = bytes | Iterable[bytes]
 
+    class FilterHandler(Protocol):
+        """What the filter does with each file; see the module docstring."""
 
-class FilterHandler(Protocol):
-    """What the filter does with each file; see the module docstring."""
+        def clean(self, pathname: str, content: Iterator[bytes]) -> Output: ...
 
-    def clean(self, pathname: str, content: Iterator[bytes]) -> Output: ...
+        def smudge(self, pathname: str, content: Iterator[bytes]) -> Output: ...
 
-    def smudge(self, pathname: str, content: Iterator[bytes]) -> Output: ...
-
-    def request_done(self) -> None:
-        """Called after each answer has been written (flush caches, commit batches)."""
-        ...
+        def request_done(self) -> None:
+            """Called after each answer has been written (flush caches, commit batches)."""
+            ...
 
 
 class FilterFailed(AnnexError):

@@ -4,20 +4,22 @@
 ``annex.largefiles`` gitattribute, and ``annex.largefiles`` in the git-annex branch's
 config.log. With none set, every file is large, except dotfiles, which ``add`` puts
 in git unless ``annex.dotfiles`` is set (git-annex's rule).
+
+Importing this module is cheap (the clean filter uses it, and git waits for the
+filter to start): the log parser, ``git check-attr`` and the expression language
+(~30 ms of imports) are imported where first needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-from annexsync.annex.branch import AnnexBranch
-from annexsync.annex.logs import parse_map_log
-from annexsync.annex.repo import AnnexRepo
 from annexsync.errors import AnnexError
-from annexsync.git.attributes import CheckAttr
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from annexsync.annex.branch import AnnexBranch
+    from annexsync.annex.repo import AnnexRepo
     from annexsync.policy.expression import Expr
 
 
@@ -48,6 +50,8 @@ class LargeFiles:
         if self._global is False:
             value = self.repo.config.get("annex.largefiles")
             if value is None:
+                from annexsync.annex.logs import parse_map_log
+
                 entry = parse_map_log(self.branch.read("config.log")).get("annex.largefiles")
                 value = entry[1] if entry else None
             self._global = value
@@ -63,6 +67,8 @@ class LargeFiles:
         from_git_config = self.repo.config.get("annex.largefiles")
         attrs: list[dict[str, str | None]] = []
         if from_git_config is None and files:
+            from annexsync.git.attributes import CheckAttr
+
             attrs = CheckAttr(self.repo.git, ["annex.largefiles"]).get_many(list(files))
         default = self.configured()
         result: dict[str, bool] = {}

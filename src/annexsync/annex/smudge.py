@@ -35,44 +35,66 @@ them. (git buffers smudge output in memory, and a pointer lets ``annex.thin`` wo
 Location log lines for newly stored keys are batched and written to the journal when
 the filter ends (the long-running filter also commits the git-annex branch then);
 if the process dies first, ``fsck`` restores them from the object store.
+
+Start-up
+--------
+git starts ``filter-process`` for every checkout or merge that writes a regular file
+and waits for its handshake (and for it to exit), and the hooks start
+``smudge --update`` after each one; starting Python and importing dominated both.
+So nothing is done before it is needed:
+
+* this module imports only a few standard modules; the rest of annexsync (keys, the
+  keys database and sqlite, the git-annex branch, backends, largefiles expressions)
+  is imported where first used;
+* :class:`LazyFilter` (``filter-process``) answers git's handshake without touching
+  the repository, and answers smudges of ordinary content (and of files outside the
+  repository) without ever opening it: only a pointer to note, a clean, or spooled
+  content too big for memory opens the repository and builds the :class:`AnnexFilter`;
+* :class:`AnnexFilter` opens its parts (keys database, object store, index lookup,
+  git-annex branch, largefiles) on first use, asks for the ``annex.largefiles``
+  verdict only when :func:`should_annex` will use it (not for dotfiles without
+  ``annex.dotfiles``, nor for a known inode), as git-annex does, and at the end
+  commits the git-annex branch only when the journal holds something to commit;
+* :func:`update_smudged` checks cheaply first (no git process): an empty smudge log
+  is not read, and with no content at all in the object store nothing can be filled,
+  so the reconcile is left to the next reader of the keys database (every reader
+  reconciles first); the keys database and the unlocked-file code are imported only
+  when there is work for them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-from subprocess import Popen
-from typing import IO
+from functools import cached_property
 
-from annexsync.annex.backends import BACKENDS, Backend, get_backend
-from annexsync.annex.branch import AnnexBranch
-from annexsync.annex.keys import Key, key_extension, parse_pointer, pointer_content
-from annexsync.annex.keysdb import MAX_POINTER_READ, InodeCache, KeysDb
-from annexsync.annex.largefiles import LargeFiles
-from annexsync.annex.location import log_path, log_presence_many, now
-from annexsync.annex.locks import lock_file
-from annexsync.annex.logs import set_presence
-from annexsync.annex.objects import ObjectStore
-from annexsync.annex.repo import AnnexRepo
-from annexsync.annex.unlocked import (
-    OtherTmp,
-    UnlockedContent,
-    key_for,
-    same_file_state,
-    settled,
-)
-from annexsync.annex.worktree import read_pointer_file, staged_literal
 from annexsync.errors import AnnexError
-from annexsync.git.attributes import CheckAttr
-from annexsync.git.objects import blob_oid
-from annexsync.policy.expression import Expr, MatchContext, parse
+
+# Start-up matters here: git starts filter-process for every checkout or merge that
+# writes a regular file, and waits for it (see "Start-up" above). So this module
+# imports only the standard modules above at load time; everything else is imported
+# where it is first used. ``TYPE_CHECKING = False`` avoids importing typing too.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from pathlib import Path
+    from subprocess import Popen
+    from typing import IO
+
+    from annexsync.annex.backends import Backend
+    from annexsync.annex.branch import AnnexBranch
+    from annexsync.annex.keys import Key
+    from annexsync.annex.keysdb import KeysDb, StagedChange
+    from annexsync.annex.largefiles import LargeFiles
+    from annexsync.annex.objects import ObjectStore
+    from annexsync.annex.repo import AnnexRepo
+    from annexsync.annex.restage import RestageResult
+    from annexsync.annex.unlocked import OtherTmp, UnlockedContent
+    from annexsync.git.attributes import CheckAttr
+    from annexsync.policy.expression import Expr
 
 MAX_POINTER_SIZE = 32768
 SPOOL_MEMORY = 16 << 20
@@ -101,6 +123,8 @@ def classify_head(head: bytes, complete: bool) -> tuple[PointerKind, Key | None]
         first = first[:-1]
     if _ANNEX_OBJECTS not in first:
         return PointerKind.NONE, None
+    from annexsync.annex.keys import parse_pointer
+
     first_key = parse_pointer(first)
     if complete and len(head) <= MAX_POINTER_SIZE:
         key = parse_pointer(head)
@@ -165,12 +189,16 @@ def smudge_log_append(repo: AnnexRepo, entries: Iterable[tuple[Key, str]]) -> No
              if "\n" not in f]
     if not lines:
         return
+    from annexsync.annex.locks import lock_file
+
     with lock_file(repo.annex_path("smudge.lck"), exclusive=True), \
             open(repo.annex_path("smudge.log"), "ab") as fh:
         fh.write(b"".join(lines))
 
 
 def _parse_smudge_line(line: bytes) -> tuple[Key, str] | None:
+    from annexsync.annex.keys import Key
+
     ks, sep, f = line.partition(b" ")
     if not sep or not f:
         return None
@@ -180,27 +208,116 @@ def _parse_smudge_line(line: bytes) -> tuple[Key, str] | None:
         return None
 
 
-@dataclass
 class UpdateResult:
-    populated: list[str]
-    failed: list[str]
-    warning: str | None = None
+    """What :func:`update_smudged` did (a plain class: dataclasses cost start-up time)."""
+
+    __slots__ = ("populated", "failed", "warning")
+
+    def __init__(self, populated: list[str], failed: list[str],
+                 warning: str | None = None) -> None:
+        self.populated = populated
+        self.failed = failed
+        self.warning = warning
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UpdateResult):
+            return NotImplemented
+        return (self.populated, self.failed, self.warning) == (
+            other.populated, other.failed, other.warning)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
+
+    def __repr__(self) -> str:
+        return (f"UpdateResult(populated={self.populated!r}, failed={self.failed!r}, "
+                f"warning={self.warning!r})")
 
 
 def update_smudged(repo: AnnexRepo, *, restage: bool = True,
                    reconcile: bool = True) -> UpdateResult:
     """``smudge --update``: reconcile the keys database with the index (unless
     ``reconcile`` is False), then fill every smudged pointer file whose content is
-    present, and restage them (unless ``restage`` is False)."""
-    populated: list[str] = []
-    failed: list[str] = []
+    present, and restage them (unless ``restage`` is False).
+
+    Cheap checks first (no git process, no database): an empty smudge log has no
+    files to fill, and an object store without any content cannot fill anything, so
+    then the reconcile is left to the next reader of the keys database (every reader
+    reconciles first, git-annex too, and the result is the same). The keys database
+    and the unlocked-file machinery are only opened when there is work for them.
+    """
     logf = repo.annex_path("smudge.log")
-    if not reconcile and not (logf.exists() and logf.stat().st_size):
+    logged = _nonempty(logf)
+    if not reconcile and not logged:
         return UpdateResult([], [])
-    with UnlockedContent(repo, restage=restage) as uc:
-        if reconcile:
-            uc.reconcile()
-        with lock_file(repo.annex_path("smudge.lck"), exclusive=True):
+    with _Updater(repo, restage=restage) as up:
+        if reconcile and up.may_have_content():
+            up.reconcile()
+        if logged:
+            up.fill_logged(logf)
+    warning = up.restage_result.warning if up.restage_result else None
+    return UpdateResult(up.populated, up.failed, warning)
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
+class _Updater:
+    """The work of :func:`update_smudged`, opening what it needs on first use."""
+
+    def __init__(self, repo: AnnexRepo, *, restage: bool) -> None:
+        if repo.bare:
+            raise AnnexError("a bare repository has no unlocked files")
+        self.repo = repo
+        self.restage = restage
+        self.populated: list[str] = []
+        self.failed: list[str] = []
+        self.restage_result: RestageResult | None = None
+        self._db: KeysDb | None = None
+        self._uc: UnlockedContent | None = None
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        from annexsync.annex.objects import ObjectStore
+
+        return ObjectStore(self.repo.annex_dir, bare=False)
+
+    def may_have_content(self) -> bool:
+        """False when the object store holds nothing (so no file can be filled)."""
+        try:
+            with os.scandir(self.repo.annex_path("objects")) as it:
+                return any(True for _ in it)
+        except OSError:
+            return False
+
+    def db(self) -> KeysDb:
+        if self._db is None:
+            from annexsync.annex.keysdb import KeysDb
+
+            self._db = KeysDb(self.repo)
+        return self._db
+
+    def content(self) -> UnlockedContent:
+        if self._uc is None:
+            from annexsync.annex.unlocked import UnlockedContent
+
+            self._uc = UnlockedContent(self.repo, db=self.db(), restage=self.restage)
+        return self._uc
+
+    def reconcile(self) -> None:
+        # UnlockedContent.reconcile, without its imports unless a file is to be filled.
+        def on_pointer(change: StagedChange) -> None:
+            if self.store.has(change.key):
+                self.content().populate_file(change.key, change.file)
+
+        self.db().reconcile_staged(on_pointer)
+
+    def fill_logged(self, logf: Path) -> None:
+        from annexsync.annex.locks import lock_file
+
+        with lock_file(self.repo.annex_path("smudge.lck"), exclusive=True):
             try:
                 raw = logf.read_bytes()
             except FileNotFoundError:
@@ -210,16 +327,45 @@ def update_smudged(repo: AnnexRepo, *, restage: bool = True,
                 if entry is None:
                     continue
                 key, f = entry
-                if not uc.store.has(key):
+                if not self.store.has(key):
                     continue
-                if uc.populate_file(key, f):
-                    populated.append(f)
-                elif read_pointer_file(repo.top / f) == key:
-                    failed.append(f)
+                if self.content().populate_file(key, f):
+                    self.populated.append(f)
+                    continue
+                from annexsync.annex.worktree import read_pointer_file
+
+                if read_pointer_file(self.repo.top / f) == key:
+                    self.failed.append(f)
             if raw:
                 logf.write_bytes(b"")
-    warning = uc.restage_result.warning if uc.restage_result else None
-    return UpdateResult(populated, failed, warning)
+
+    def close(self) -> None:
+        try:
+            if self._uc is not None:
+                self._uc.close()  # restages (after flushing the database)
+                self.restage_result = self._uc.restage_result
+            else:
+                if self._db is not None:
+                    self._db.flush()
+                if self.restage and _restage_pending(self.repo):
+                    from annexsync.annex.restage import restage
+
+                    self.restage_result = restage(self.repo)
+        finally:
+            if self._db is not None:
+                self._db.close()
+
+    def __enter__(self) -> _Updater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _restage_pending(repo: AnnexRepo) -> bool:
+    """:func:`annexsync.annex.restage.pending` without importing it."""
+    return _nonempty(repo.annex_path("restage.log")) or _nonempty(
+        repo.annex_path("restage.old"))
 
 
 # --------------------------------------------------------------- helpers
@@ -239,6 +385,8 @@ class IndexLookup:
     SNAPSHOT_AFTER = 8
 
     def __init__(self, repo: AnnexRepo) -> None:
+        from pathlib import Path
+
         self.repo = repo
         env_index = os.environ.get("GIT_INDEX_FILE")
         self._index = Path(env_index) if env_index else repo.git_dir / "index"
@@ -260,6 +408,9 @@ class IndexLookup:
     def staged(self, path: str, candidates: Iterable[Key] = ()) -> tuple[
             tuple[str, int] | None, Key | None]:
         """``((oid, size) or None, key or None)`` of the index entry of ``path``."""
+        from annexsync.annex.keys import pointer_content
+        from annexsync.git.objects import blob_oid
+
         self._requests += 1
         sig = self._signature()
         if self._requests > self.SNAPSHOT_AFTER and "\n" not in path:
@@ -293,6 +444,8 @@ class IndexLookup:
 
     def _lookup(self, path: str, sig: tuple[int, int, int] | None) -> tuple[str, int] | None:
         if "\n" in path:
+            from annexsync.annex.worktree import staged_literal
+
             for s in staged_literal(self.repo.git, [path]):
                 if s.stage == 0 and s.mode != "160000":
                     info = self.repo.catfile.get(s.oid)
@@ -313,6 +466,9 @@ class IndexLookup:
 
     def _key(self, entry: tuple[str, int] | None) -> Key | None:
         """The key an index blob points to (annex link or pointer file), if any."""
+        from annexsync.annex.keys import parse_pointer
+        from annexsync.annex.keysdb import MAX_POINTER_READ
+
         if entry is None or entry[1] > MAX_POINTER_READ:
             return None
         data = self.repo.catfile.get_blob(entry[0])
@@ -328,9 +484,13 @@ class IndexLookup:
 
 
 class Spool:
-    """Content kept for echoing back: in memory, spilling to a temp file when big."""
+    """Content kept for echoing back: in memory, spilling to a temp file when big.
 
-    def __init__(self, tmp: OtherTmp) -> None:
+    ``tmp`` gives the scratch directory when the content gets big (so a spool that
+    stays small never opens the repository); None keeps everything in memory.
+    """
+
+    def __init__(self, tmp: Callable[[], OtherTmp | None]) -> None:
         self._tmp = tmp
         self._chunks: list[bytes] = []
         self._size = 0
@@ -338,8 +498,9 @@ class Spool:
         self._path: Path | None = None
 
     def write(self, data: bytes) -> None:
-        if self._fd < 0 and self._size + len(data) > SPOOL_MEMORY:
-            self._fd, self._path = self._tmp.mkstemp(prefix="spool.")
+        if self._fd < 0 and self._size + len(data) > SPOOL_MEMORY and \
+                (tmp := self._tmp()) is not None:
+            self._fd, self._path = tmp.mkstemp(prefix="spool.")
             for c in self._chunks:
                 _write_all(self._fd, c)
             self._chunks = []
@@ -390,19 +551,59 @@ def file_chunks(path: Path, *, delete: bool) -> Iterator[bytes]:
             _unlink(path)
 
 
-@dataclass
 class _Stored:
-    key: Key | None
-    nbytes: int
-    tmp: Path | None
-    same_as_git_blob: bool = False
+    __slots__ = ("key", "nbytes", "tmp", "same_as_git_blob")
+
+    def __init__(self, key: Key | None, nbytes: int, tmp: Path | None,
+                 same_as_git_blob: bool = False) -> None:
+        self.key = key
+        self.nbytes = nbytes
+        self.tmp = tmp
+        self.same_as_git_blob = same_as_git_blob
+
+
+def smudge_content(pathname: str, content: Iterator[bytes],
+                   note: Callable[[Key, str], None],
+                   tmp: Callable[[], OtherTmp | None]) -> Iterable[bytes]:
+    """The smudge filter: the blob as is; ``note`` is told about pointer files."""
+    head, complete = _read_head(content, MAX_POINTER_SIZE + 1)
+    if complete:
+        kind, key = classify_head(head, True)
+        if kind is PointerKind.POINTER and key is not None and not outside_repo(pathname):
+            note(key, pathname)
+        return [head]
+    return passthrough(head, content, tmp)
+
+
+def passthrough(head: bytes, content: Iterator[bytes],
+                tmp: Callable[[], OtherTmp | None]) -> Iterable[bytes]:
+    """``head`` and the rest of the content, unchanged (spooled)."""
+    spool = Spool(tmp)
+    if head:
+        spool.write(head)
+    for chunk in content:
+        spool.write(chunk)
+    return spool.output()
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return not any(True for _ in it)
+    except OSError:  # missing (or unreadable: then Branch.commit would fail too)
+        return True
 
 
 # --------------------------------------------------------------- the filter
 
 
 class AnnexFilter:
-    """The clean/smudge handler for one git command (long-running) or one file."""
+    """The clean/smudge handler for one git command (long-running) or one file.
+
+    The repository must be initialised. Its parts are opened on first use (see
+    "Start-up" in the module header): a smudge of a pointer only needs the keys
+    database, a clean needs the rest.
+    """
 
     def __init__(self, repo: AnnexRepo, *, long_running: bool,
                  stderr: IO[str] | None = None) -> None:
@@ -414,13 +615,6 @@ class AnnexFilter:
         self.err = stderr or sys.stderr
         cfg = repo.config
         self.uuid = repo.uuid
-        self.store = ObjectStore(repo.annex_dir, bare=False)
-        self.db = KeysDb(repo)
-        self.tmp = OtherTmp(repo)
-        self.index = IndexLookup(repo)
-        self.branch = AnnexBranch(repo)
-        self.largefiles = LargeFiles(repo, self.branch)
-        self.content = UnlockedContent(repo, db=self.db, restage=False)
         self.thin = cfg.get_bool("annex.thin", False)
         self.dotfiles = cfg.get_bool("annex.dotfiles", False)
         self.gitaddtoannex = cfg.get_bool("annex.gitaddtoannex", True)
@@ -434,11 +628,59 @@ class AnnexFilter:
         self._prev_done_ns: int | None = None
         self._made_dirs: set[Path] = set()
 
+    # -- parts, opened on first use ------------------------------------------------
+    def _opened(self, part: str) -> bool:
+        return part in self.__dict__  # a cached_property that has been computed
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        from annexsync.annex.objects import ObjectStore
+
+        return ObjectStore(self.repo.annex_dir, bare=False)
+
+    @cached_property
+    def db(self) -> KeysDb:
+        from annexsync.annex.keysdb import KeysDb
+
+        return KeysDb(self.repo)
+
+    @cached_property
+    def tmp(self) -> OtherTmp:
+        from annexsync.annex.unlocked import OtherTmp
+
+        return OtherTmp(self.repo)
+
+    @cached_property
+    def index(self) -> IndexLookup:
+        return IndexLookup(self.repo)
+
+    @cached_property
+    def branch(self) -> AnnexBranch:
+        from annexsync.annex.branch import AnnexBranch
+
+        return AnnexBranch(self.repo)
+
+    @cached_property
+    def largefiles(self) -> LargeFiles:
+        from annexsync.annex.largefiles import LargeFiles
+
+        return LargeFiles(self.repo, self.branch)
+
+    @cached_property
+    def content(self) -> UnlockedContent:
+        from annexsync.annex.unlocked import UnlockedContent
+
+        return UnlockedContent(self.repo, db=self.db, restage=False)
+
+    def _tmp(self) -> OtherTmp:
+        return self.tmp
+
     # -- protocol hooks ------------------------------------------------------------
     def request_done(self) -> None:
         # Never keep a keys database transaction open between requests: git may run
         # a hook (smudge --update) that needs the database before it stops us.
-        self.db.flush()
+        if self._opened("db"):
+            self.db.flush()
         if self._smudged:
             smudge_log_append(self.repo, self._smudged)
             self._smudged = []
@@ -449,17 +691,18 @@ class AnnexFilter:
     def close(self) -> None:
         try:
             self.request_done()
-            self.db.flush()
             self._log_present()
-            if self.long_running:
+            # Branch.commit commits the journal and does nothing when it is empty:
+            # look first, without importing the branch code or taking its lock.
+            if self.long_running and (self._opened("branch") or not _empty_dir(
+                    self.repo.annex_path("journal"))):
                 self.branch.commit()
         finally:
-            self.content.close()
-            self.db.close()
-            self.index.close()
+            for part in ("content", "db", "index", "tmp"):
+                if self._opened(part):
+                    getattr(self, part).close()
             if self._attrs is not None:
                 self._attrs.close()
-            self.tmp.close()
             self.repo.close()
 
     def _warn(self, pathname: str, msg: str) -> None:
@@ -467,25 +710,22 @@ class AnnexFilter:
         self.err.flush()
 
     # -- smudge --------------------------------------------------------------------
+    def note_smudged(self, key: Key, pathname: str) -> None:
+        """A pointer to ``key`` was checked out as ``pathname`` (for ``smudge --update``)."""
+        self.db.add_associated(key, pathname)
+        self._smudged.append((key, pathname))
+
     def smudge(self, pathname: str, content: Iterator[bytes]) -> Iterable[bytes]:
-        head, complete = _read_head(content, MAX_POINTER_SIZE + 1)
-        if complete:
-            kind, key = classify_head(head, True)
-            if kind is PointerKind.POINTER and key is not None and not outside_repo(pathname):
-                self.db.add_associated(key, pathname)
-                self._smudged.append((key, pathname))
-            return [head]
-        spool = Spool(self.tmp)
-        spool.write(head)
-        for chunk in content:
-            spool.write(chunk)
-        return spool.output()
+        return smudge_content(pathname, content, self.note_smudged, self._tmp)
 
     # -- clean ---------------------------------------------------------------------
     def clean(self, pathname: str, content: Iterator[bytes]) -> Iterable[bytes]:
         prev = self._prev_done_ns
         if outside_repo(pathname):
             return self._passthrough(b"", content)
+        from annexsync.annex.keys import pointer_content
+        from annexsync.annex.keysdb import InodeCache
+
         head, complete = _read_head(content, MAX_POINTER_SIZE + 1)
         kind, pkey = classify_head(head, complete)
         if kind is PointerKind.POINTER and pkey is not None:
@@ -509,10 +749,16 @@ class AnnexFilter:
             self.db.add_associated(cached, pathname)
             return [pointer_content(cached)]
         size = st1.st_size if st1 is not None else None
+        dotfile = is_dotfile(pathname)
+        # The annex.largefiles verdict only when should_annex looks at it (as git-annex
+        # does): it may cost a git check-attr, a config.log read and the expression
+        # language's import.
+        wants_verdict = not known and self.gitaddtoannex and not (
+            dotfile and not self.dotfiles)
         action = should_annex(
-            largefiles=self._largefiles(pathname, size),
+            largefiles=self._largefiles(pathname, size) if wants_verdict else None,
             was_annexed=oldkey is not None,
-            dotfile=is_dotfile(pathname),
+            dotfile=dotfile,
             annex_dotfiles=self.dotfiles,
             gitaddtoannex=self.gitaddtoannex,
             inode_known=bool(known),
@@ -529,6 +775,8 @@ class AnnexFilter:
             return file_chunks(stored.tmp, delete=True)
         assert stored.key is not None
         key = stored.key
+        from annexsync.annex.unlocked import same_file_state, settled
+
         st2 = _lstat_regular(path)
         trusted = (prev is not None and st1 is not None and st2 is not None
                    and same_file_state(st1, st2) and st1.st_size == stored.nbytes
@@ -543,12 +791,7 @@ class AnnexFilter:
         return [pointer_content(key)]
 
     def _passthrough(self, head: bytes, content: Iterator[bytes]) -> Iterable[bytes]:
-        spool = Spool(self.tmp)
-        if head:
-            spool.write(head)
-        for chunk in content:
-            spool.write(chunk)
-        return spool.output()
+        return passthrough(head, content, self._tmp)
 
     def _cached_key(self, known: list[Key], oldkey: Key | None, pathname: str) -> Key | None:
         """The stat cache: a key whose recorded inode cache is the file's current one."""
@@ -560,6 +803,8 @@ class AnnexFilter:
             return None
         k = known[0]
         # Only answer the key hashing would give: same backend, same extension.
+        from annexsync.annex.keys import key_extension
+
         backend = self._backend_for(oldkey, pathname)
         if k.backend != backend.name or not backend.is_hash:
             return None
@@ -577,6 +822,8 @@ class AnnexFilter:
             text = self.largefiles.configured()
         if text is None:
             return None
+        from annexsync.policy.expression import MatchContext, parse
+
         if text not in self._exprs:
             try:
                 self._exprs[text] = parse(text, mode="largefiles")
@@ -597,12 +844,16 @@ class AnnexFilter:
             return None
         if self._attr_cache is None or self._attr_cache[0] != pathname:
             if self._attrs is None:
+                from annexsync.git.attributes import CheckAttr
+
                 self._attrs = CheckAttr(self.repo.git, ["annex.largefiles", "annex.backend"])
             self._attr_cache = (pathname, self._attrs.get(pathname))
         return self._attr_cache[1].get(name)
 
     def _backend_for(self, oldkey: Key | None, pathname: str) -> Backend:
         """The old key's backend when it can make keys here, else the configured one."""
+        from annexsync.annex.backends import BACKENDS, get_backend
+
         if oldkey is not None:
             b = BACKENDS.get(oldkey.backend)
             if b is not None:
@@ -619,6 +870,10 @@ class AnnexFilter:
     def _ingest(self, head: bytes, content: Iterator[bytes], backend: Backend,
                 pathname: str, st1: os.stat_result | None,
                 blob: tuple[str, int] | None) -> _Stored:
+        import hashlib
+
+        from annexsync.annex.unlocked import key_for
+
         hasher = backend.new_hasher() if backend.is_hash else None
         gsha = hashlib.sha1(b"blob %d\0" % blob[1], usedforsecurity=False) if blob else None
         fd, tmp = self.tmp.mkstemp(prefix="clean.")
@@ -650,6 +905,8 @@ class AnnexFilter:
 
     def _store(self, key: Key, stored: _Stored, path: Path, st1: os.stat_result | None,
                trusted: bool) -> None:
+        from annexsync.annex.keysdb import InodeCache
+
         tmp = stored.tmp
         assert tmp is not None
         try:
@@ -703,6 +960,9 @@ class AnnexFilter:
     def _drop_modified_thin_object(self, oldkey: Key, st1: os.stat_result) -> None:
         # annex.thin: the old object was a hard link to this file, so it now holds the
         # new content. It is not oldkey's content any more; take it out of the store.
+        from annexsync.annex.location import log_path, now
+        from annexsync.annex.logs import set_presence
+
         obj = self.store.find(oldkey)
         if obj is None:
             return
@@ -739,6 +999,9 @@ class AnnexFilter:
         self._present = {}
         if not keys:
             return
+        from annexsync.annex.location import log_path, log_presence_many, now
+        from annexsync.annex.logs import set_presence
+
         if self.long_running:
             # One git-annex branch commit for the batch, no journal file per key.
             log_presence_many(self.branch, keys, self.uuid, True, now())
@@ -751,6 +1014,67 @@ class AnnexFilter:
                 new = set_presence(data[p], self.uuid, "1", ts)
                 if new is not None and new != data[p]:
                     self.branch.journal.write(p, new)
+
+
+class LazyFilter:
+    """``filter-process``'s handler: opens the repository only when a request needs it.
+
+    git waits for the handshake, and a checkout or merge mostly smudges ordinary
+    content, which is answered as is. So the repository is found (and its config
+    read) on the first request that has to note a pointer, clean a file, or spool
+    content too big for memory; then requests go to an :class:`AnnexFilter`, or,
+    in a repository that is not an initialised one with a work tree, content passes
+    through unchanged. A failure to open the repository fails that request (git is
+    told ``status=error``) and is tried again on the next one.
+    """
+
+    def __init__(self, path: str = ".", *, long_running: bool = True,
+                 stderr: IO[str] | None = None) -> None:
+        self._path = path
+        self._long_running = long_running
+        self._stderr = stderr
+        self._opened = False
+        self._filter: AnnexFilter | None = None
+
+    def annex(self) -> AnnexFilter | None:
+        """The filter of the repository (opened now if need be); None: pass through."""
+        if not self._opened:
+            from annexsync.annex.repo import AnnexRepo
+
+            repo = AnnexRepo.find(self._path)
+            if repo.initialized and not repo.bare:
+                self._filter = AnnexFilter(repo, long_running=self._long_running,
+                                           stderr=self._stderr)
+            self._opened = True
+        return self._filter
+
+    def _tmp(self) -> OtherTmp | None:
+        f = self.annex()
+        return f.tmp if f is not None else None
+
+    def _note(self, key: Key, pathname: str) -> None:
+        f = self.annex()
+        if f is not None:
+            f.note_smudged(key, pathname)
+
+    def smudge(self, pathname: str, content: Iterator[bytes]) -> Iterable[bytes]:
+        return smudge_content(pathname, content, self._note, self._tmp)
+
+    def clean(self, pathname: str, content: Iterator[bytes]) -> Iterable[bytes]:
+        if outside_repo(pathname):
+            return passthrough(b"", content, self._tmp)
+        f = self.annex()
+        if f is None:
+            return passthrough(b"", content, self._tmp)
+        return f.clean(pathname, content)
+
+    def request_done(self) -> None:
+        if self._filter is not None:
+            self._filter.request_done()
+
+    def close(self) -> None:
+        if self._filter is not None:
+            self._filter.close()
 
 
 def _lstat_regular(path: Path) -> os.stat_result | None:

@@ -1,13 +1,19 @@
-"""annexsync filter-process: git's long-running clean/smudge filter for unlocked files."""
+"""annexsync filter-process: git's long-running clean/smudge filter for unlocked files.
+
+git waits for this process's handshake (and, at the end of its command, for it to
+exit), once per checkout, merge or add. So :func:`run` imports only the protocol
+code and answers the handshake before looking at the repository at all:
+:class:`annexsync.annex.smudge.LazyFilter` opens it on the first request that needs
+it (see "Start-up" in :mod:`annexsync.annex.smudge`).
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from annexsync.annex.filter import serve
-from annexsync.annex.repo import AnnexRepo
-from annexsync.annex.smudge import AnnexFilter
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 NAME = "filter-process"
 HELP = "git filter process for unlocked files (run by git, not by you)"
@@ -24,23 +30,11 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     pass
 
 
-class _Passthrough:
-    """Used in a repository that is not initialised: hand content back unchanged."""
-
-    def clean(self, pathname: str, content: object) -> object:
-        return list(content)  # type: ignore[call-overload]
-
-    smudge = clean
-
-    def request_done(self) -> None:
-        pass
-
-
 def run(args: argparse.Namespace) -> int:
-    repo = AnnexRepo.find(".")
-    if not repo.initialized or repo.bare:
-        return serve(_Passthrough(), sys.stdin.buffer, sys.stdout.buffer)  # type: ignore[arg-type]
-    handler = AnnexFilter(repo, long_running=True)
+    from annexsync.annex.filter import serve
+    from annexsync.annex.smudge import LazyFilter
+
+    handler = LazyFilter(".", long_running=True)
     try:
         return serve(handler, sys.stdin.buffer, sys.stdout.buffer)
     finally:

@@ -3,34 +3,65 @@
 Each command module (``cli/<name>_cmd.py``, found automatically) defines ``NAME``,
 ``HELP``, ``DESCRIPTION``, ``build_parser(parser)`` and ``run(args) -> int``. Errors derived from
 :class:`annexsync.errors.AnnexError` become one line on stderr and exit status 1.
+
+Fast dispatch
+-------------
+git starts ``annexsync filter-process`` for every checkout or merge that writes a
+regular file, and the hooks start ``annexsync smudge --update`` after each one; git
+waits for both. Their start-up is mostly importing, so :func:`main` recognises the
+exact command lines git and the hooks use (:func:`fast_args`) and calls the command's
+``run`` directly: no argparse, no discovery of the command modules, and nothing else
+imported at module level here. Any other command line, including every ``--help``,
+goes through the full parser, so help and error messages are unchanged. The
+arguments a fast parse produces are exactly those argparse would have produced.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
 import sys
-from collections.abc import Sequence
-from types import ModuleType
 
-from annexsync import __version__
 from annexsync.errors import AnnexError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from types import ModuleType
+    from typing import Any
+
+
+class FastArgs:
+    """Parsed arguments of a fast-dispatched command (what argparse's Namespace holds)."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
+        return f"FastArgs({inner})"
 
 
 def command_modules() -> list[str]:
     """Every ``annexsync.cli.*_cmd`` module, sorted by name (adding a file adds a command)."""
+    import pkgutil
+
     import annexsync.cli as pkg
 
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name.endswith("_cmd"))
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(f"annexsync.cli.{name}")
+    full = f"annexsync.cli.{name}"
+    __import__(full)  # importlib.import_module without importing importlib
+    return sys.modules[full]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, import and add just that command (fast start)."""
+    import argparse
+
+    from annexsync import __version__
+
     parser = argparse.ArgumentParser(
         prog="annexsync",
         description="A fast, git-annex compatible assistant: keeps a folder and all its "
@@ -67,24 +98,86 @@ def _command_name(argv: Sequence[str]) -> str | None:
     return None
 
 
+# ------------------------------------------------------------------ fast dispatch
+
+
+def _fast_filter_process(rest: Sequence[str]) -> dict[str, object] | None:
+    return {} if not rest else None
+
+
+def _fast_smudge(rest: Sequence[str]) -> dict[str, object] | None:
+    """``smudge --update``, ``smudge [--clean] [--] FILE``; None for anything else."""
+    if list(rest) == ["--update"]:
+        return {"clean": False, "update": True, "file": None}
+    clean = bool(rest) and rest[0] == "--clean"
+    tail = list(rest[1:] if clean else rest)
+    if len(tail) == 2 and tail[0] == "--":
+        file = tail[1]
+    elif len(tail) == 1 and not tail[0].startswith("-"):
+        file = tail[0]
+    else:
+        return None
+    return {"clean": clean, "update": False, "file": file}
+
+
+#: Hot plumbing commands: their module and a parser for the forms git and hooks use.
+FAST_COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], dict[str, object] | None]]] = {
+    "filter-process": ("filter_process_cmd", _fast_filter_process),
+    "smudge": ("smudge_cmd", _fast_smudge),
+}
+
+
+def fast_args(argv: Sequence[str]) -> tuple[str, FastArgs] | None:
+    """``(module, args)`` when argv is a plain form of a hot command, else None.
+
+    Recognises ``[-C DIR]... COMMAND ARGS`` where COMMAND is in :data:`FAST_COMMANDS`
+    and its parser accepts ARGS; the result holds what argparse would produce.
+    """
+    chdir: str | None = None
+    i = 0
+    while i + 1 < len(argv) and argv[i] == "-C":
+        if argv[i + 1].startswith("-"):
+            return None  # argparse would refuse it: let it explain
+        chdir = argv[i + 1]
+        i += 2
+    if i >= len(argv) or argv[i] not in FAST_COMMANDS:
+        return None
+    module, parse = FAST_COMMANDS[argv[i]]
+    values = parse(argv[i + 1:])
+    if values is None:
+        return None
+    return module, FastArgs(chdir=chdir, command=argv[i], **values)
+
+
+# ------------------------------------------------------------------ entry point
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``annexsync`` script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_name(argv))
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
-        return 2
-    if args.chdir:
+    fast = fast_args(argv)
+    if fast is not None:
+        module, fargs = fast
+        run: Callable[[Any], int | None] = _load(module).run
+        args: Any = fargs
+    else:
+        parser = build_parser(_command_name(argv))
+        args = parser.parse_args(argv)
+        run = getattr(args, "_run", None)
+        if not run:
+            parser.print_help(sys.stderr)
+            return 2
+    chdir: str | None = args.chdir
+    if chdir:
         import os
 
         try:
-            os.chdir(args.chdir)
+            os.chdir(chdir)
         except OSError as e:
-            print(f"annexsync: cannot change to {args.chdir}: {e.strerror}", file=sys.stderr)
+            print(f"annexsync: cannot change to {chdir}: {e.strerror}", file=sys.stderr)
             return 1
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except AnnexError as e:
         print(f"annexsync: {e}", file=sys.stderr)
         return 1

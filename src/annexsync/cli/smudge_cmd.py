@@ -1,16 +1,24 @@
-"""annexsync smudge: the one-shot clean/smudge filters and populating after checkout."""
+"""annexsync smudge: the one-shot clean/smudge filters and populating after checkout.
+
+The hooks run ``smudge --update`` after every checkout and merge, and git waits for
+them; ``annexsync.cli.main`` dispatches the forms git and the hooks use without
+argparse, and this module imports the annex code only inside :func:`run`, what
+the request needs (see "Start-up" in :mod:`annexsync.annex.smudge`).
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Iterator
 
-from annexsync.annex.repo import AnnexRepo
-from annexsync.annex.smudge import AnnexFilter, update_smudged
-from annexsync.cli.common import open_repo
 from annexsync.errors import AnnexError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+
+    from annexsync.annex.repo import AnnexRepo
 
 NAME = "smudge"
 HELP = "git smudge/clean filter for unlocked files; --update fills them after checkout"
@@ -54,7 +62,12 @@ def _relative(repo: AnnexRepo, file: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from annexsync.annex.repo import AnnexRepo
+    from annexsync.annex.smudge import AnnexFilter, update_smudged
+
     if args.update:
+        from annexsync.cli.common import open_repo
+
         with open_repo() as repo:
             res = update_smudged(repo)
         for f in res.failed:
