@@ -138,6 +138,42 @@ def _attributes(repo: AnnexRepo) -> None:
     local.write_text(texts[0] + "\n* filter=annex\n")
 
 
+def hooks_are_ours_only(repo: AnnexRepo) -> bool:
+    """Is every hook of ``repo`` one that annexsync or git-annex installed (or none)?
+
+    Then a program that does their work itself (the assistant fills unlocked files
+    after its merges in-process) may run git with hooks off without skipping anything
+    the user asked for. Any other hook, or a hooks directory we cannot read: False.
+    """
+    configured = repo.config.get("core.hookspath")
+    hooks = Path(os.path.expanduser(configured)) if configured else repo.git_dir / "hooks"
+    if not hooks.is_absolute():
+        hooks = repo.top / hooks
+    try:
+        entries = list(os.scandir(hooks))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    for e in entries:
+        if e.name.endswith(".sample"):
+            continue
+        try:
+            with open(e.path, errors="replace") as f:
+                lines = [ln.strip() for ln in f.read(4096).strip().splitlines()]
+        except OSError:
+            return False
+        wanted = _HOOKS.get(e.name)
+        if wanted is None or len(lines) != 3 or lines[0] != "#!/bin/sh":
+            return False
+        args, stock_cmd = wanted
+        ours = lines[1] == HOOK_MARK and lines[2].endswith(f" {args}")
+        stock = lines[1] == _GIT_ANNEX_MARK and lines[2] == stock_cmd
+        if not (ours or stock):
+            return False
+    return True
+
+
 def _write_hook(path: Path, command: str, stock_cmd: str) -> str | None:
     body = f"#!/bin/sh\n{HOOK_MARK}\n{command}\n"
     try:

@@ -109,7 +109,8 @@ class Merger:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.sync = GitSync(hub.repo, on_event=lambda k, d: hub.emit(self.name, k, **d))
+        self.sync = GitSync(hub.repo, on_event=lambda k, d: hub.emit(self.name, k, **d),
+                            fill_in_process=True)
         self._stop_r, self._stop_w = os.pipe()
         self._wanted = threading.Event()
         self._last_incoming: frozenset[tuple[str, str]] | None = None

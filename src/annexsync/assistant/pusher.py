@@ -41,7 +41,8 @@ class Pusher:
         self._asked: set[str] = set()  # push_now() names not yet served by a push
         self._wait_keys: set[Key] = set()
         self.sync = GitSync(hub.repo, on_event=lambda kind, data: hub.emit(self.name, kind,
-                                                                           **data))
+                                                                           **data),
+                            fill_in_process=True)
         # A rejected push is answered by fetch + merge: merges touch the work tree, so
         # they take the work-tree lock and commit pending changes first.
         unlocked_merge = self.sync.merge_from

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from annexsync.annex.branch import REF as ANNEX_REF
 from annexsync.annex.branch import AnnexBranch
+from annexsync.annex.init import hooks_are_ours_only
 from annexsync.annex.logs import current_uuid_values, parse_uuid_log
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.index import removal, update_index
@@ -226,8 +227,11 @@ class GitSync:
     """Runs sync rounds for one repository."""
 
     def __init__(self, repo: AnnexRepo, *, on_event: EventSink | None = None,
-                 skip_unavailable: bool = False) -> None:
+                 skip_unavailable: bool = False, fill_in_process: bool = False) -> None:
         self.repo = repo
+        # The assistant: when the repository's only hooks are the smudge --update ones,
+        # merge without hooks and fill unlocked files here (no Python start-up per merge).
+        self.fill_in_process = fill_in_process
         # The assistant's triggers: an unplugged drive is left out of sync_remotes().
         self.skip_unavailable = skip_unavailable
         self.branch = SyncBranch(repo)
@@ -319,15 +323,33 @@ class GitSync:
             for name in specs:
                 refs += [f"refs/remotes/{name}/{branch}", f"refs/remotes/{name}/synced/{branch}"]
             pending = refs_not_merged(self.repo, "HEAD", refs)
-            for ref in refs if pending is None else pending:
-                res = merge_ref(self.repo, ref)
+            todo = refs if pending is None else pending
+            hooks = not (todo and self.fill_in_process and hooks_are_ours_only(self.repo))
+            for ref in todo:
+                res = merge_ref(self.repo, ref, run_hooks=hooks)
                 if res.merged:
                     merged.append(ref)
                     conflicts += res.conflicts
                     self.on_event("merged", {"ref": ref, "conflicts": res.conflicts})
+            if merged and not hooks:
+                self._fill_unlocked()
         if self._siblings_to_merge() and self.branch.merge_siblings() is not None:
             self.on_event("merged", {"ref": "git-annex"})
         return merged, conflicts
+
+    def _fill_unlocked(self) -> None:
+        """What the post-merge hook (``smudge --update``) would have done, in-process."""
+        from annexsync.annex.smudge import update_smudged
+        from annexsync.errors import AnnexError
+
+        try:
+            # The keys database is reconciled by its next reader, as after the hook.
+            res = update_smudged(self.repo, reconcile=False)
+        except AnnexError as e:
+            self.on_event("fill-failed", {"error": str(e)})
+            return
+        if res.populated or res.failed:
+            self.on_event("filled", {"files": len(res.populated), "failed": len(res.failed)})
 
     def _siblings_to_merge(self) -> bool:
         """Is some other */git-annex branch not merged into ours yet (or ours missing)?"""

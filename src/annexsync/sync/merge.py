@@ -52,8 +52,12 @@ def merge_in_progress(repo: AnnexRepo) -> bool:
     return (repo.git_dir / "MERGE_HEAD").exists()
 
 
-def merge_ref(repo: AnnexRepo, ref: str, *, message: str | None = None) -> MergeResult:
-    """Merge ``ref`` into HEAD; conflicts are resolved automatically."""
+def merge_ref(repo: AnnexRepo, ref: str, *, message: str | None = None,
+              run_hooks: bool = True) -> MergeResult:
+    """Merge ``ref`` into HEAD; conflicts are resolved automatically.
+
+    ``run_hooks`` False runs ``git merge`` with no hooks: only for a caller that does
+    their work itself (see :func:`annexsync.annex.init.hooks_are_ours_only`)."""
     git = repo.git
     head = rev_parse(git, "HEAD")
     other = rev_parse(git, ref)
@@ -69,6 +73,8 @@ def merge_ref(repo: AnnexRepo, ref: str, *, message: str | None = None) -> Merge
         return MergeResult(ref, False, [])
     args = ["-c", "merge.directoryRenames=false", "merge", "--no-edit",
             "--allow-unrelated-histories", "-q"]
+    if not run_hooks:
+        args = ["-c", "core.hooksPath=/dev/null", *args]
     if message:
         args += ["-m", message]
     proc = git.run_status(*args, ref, env={"GIT_MERGE_AUTOEDIT": "no"})
