@@ -3,6 +3,11 @@
 Per key, ``<hashdirlower>/<keyfile>.log`` on the git-annex branch holds presence
 lines (``T 1|0|X UUID``); the newest line per UUID wins. Writes follow git-annex's
 rule of not churning a line whose status is already right.
+
+Reads and batch writes go through :class:`~annexsync.annex.branch.AnnexBranch`, which
+finds each log by this path (never listing the branch) and keeps what it read per
+repository and tip: a batch write right after :func:`locations_many` of the same keys
+(``get``, ``copy``) reads no blob twice.
 """
 
 from __future__ import annotations

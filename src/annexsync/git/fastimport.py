@@ -9,6 +9,12 @@ costs one process and one pack file.
 fast-import refuses non-fast-forward ref updates and is not a compare-and-swap, so it
 writes to a private scratch ref; the caller then moves the real ref with
 ``update-ref NEW OLD``.
+
+``compression`` sets fast-import's ``pack.compression`` unless the user configured
+``pack.compression`` or ``core.compression``: for commits of many tiny files (the
+git-annex branch's logs, each with its two rewritten trees) level 0 halves
+fast-import's time (0.165 s -> 0.088 s for 2,000 logs in a 110,000-file branch) for
+~12% more pack bytes; the objects are ordinary zlib streams any git reads.
 """
 
 from __future__ import annotations
@@ -72,15 +78,19 @@ def commit_changes(
     merge_parents: Sequence[str] = (),
     mode: str = "100644",
     ident: bytes | None = None,
+    compression: int | None = None,
+    config: GitConfig | None = None,
 ) -> str:
     """Create a commit: ``parent``'s tree with ``changes`` applied; return its id.
 
     ``changes`` maps a path to new content, or to None to delete it. No ref is moved
-    (a scratch ref is used and removed).
+    (a scratch ref is used and removed). ``compression``: see the module docstring
+    (``config``, when given, saves reading it to check the user's settings).
     """
     return commit_tree_changes(
         git, parent, {p: (None if c is None else ("inline", c)) for p, c in changes.items()},
-        message, merge_parents=merge_parents, mode=mode, ident=ident)
+        message, merge_parents=merge_parents, mode=mode, ident=ident,
+        compression=compression, config=config)
 
 
 def commit_tree_changes(
@@ -92,6 +102,8 @@ def commit_tree_changes(
     merge_parents: Sequence[str] = (),
     mode: str = "100644",
     ident: bytes | None = None,
+    compression: int | None = None,
+    config: GitConfig | None = None,
 ) -> str:
     """Like :func:`commit_changes`, but each change is ``("inline", bytes)``,
     ``("oid", blob_id)`` or None (delete)."""
@@ -125,10 +137,15 @@ def commit_tree_changes(
     # commit's id comes back through the marks file.
     parts.append(b"reset " + scratch.encode() + b"\nfrom " + b"0" * 40 + b"\n")
     parts.append(b"done\n")
+    opts: list[str] = []
+    if compression is not None:
+        cfg = config if config is not None else GitConfig.read(git)
+        if cfg.get("pack.compression") is None and cfg.get("core.compression") is None:
+            opts = ["-c", f"pack.compression={compression}"]
     fd, marks = tempfile.mkstemp(prefix="annexsync-marks.", dir=git.git_dir)
     os.close(fd)
     try:
-        proc = git.run_status("fast-import", "--quiet", "--done", "--force",
+        proc = git.run_status(*opts, "fast-import", "--quiet", "--done", "--force",
                               f"--export-marks={marks}", input=b"".join(parts),
                               env=bulk_env())
         if proc.returncode != 0:

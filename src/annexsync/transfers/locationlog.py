@@ -9,9 +9,15 @@ key") in memory and flushes them in batches:
 * ``mode="commit"`` (our own repository): one
   :meth:`~annexsync.annex.branch.AnnexBranch.change_and_commit` per batch: under the
   journal lock, the current content of every touched log is read in one batch
-  (journal first, then the committed blob), the changes are applied with
-  :func:`annexsync.annex.logs.set_presence` (git-annex's timestamp and no-churn
-  rules) and committed together with the journal in one commit.
+  (journal first, then the committed blob, found by its path without listing the
+  branch; a log the command read moments before at the same tip, e.g. through
+  :func:`~annexsync.annex.location.locations_many`, or wrote in its previous batch,
+  comes from the branch's per-repository cache without any git process), the
+  changes are applied with :func:`annexsync.annex.logs.set_presence` (git-annex's
+  timestamp and no-churn rules) and committed together with the journal in one
+  commit on the tip that was read (a compare-and-swap; a branch moved meanwhile is
+  union-merged). A batch therefore costs in proportion to its keys, not to the size
+  of the git-annex branch.
 * ``mode="journal"`` (a local remote's repository, as git-annex does it): the same
   batched read, then journal files written under that repository's journal lock;
   whoever runs there next commits them.
