@@ -15,22 +15,22 @@ import subprocess
 import time
 from pathlib import Path
 
-from triggerkit import NsDaemon, annexsync, git, log_lines, make_clones, need_unshare, wait_for
+from triggerkit import (
+    NsDaemon,
+    annexsync,
+    git,
+    log_lines,
+    make_clones,
+    need_unshare,
+    nsenter,
+    wait_for,
+)
 
 from annexsync.annex.repo import AnnexRepo
 from annexsync.assistant.driverepos import RECEIVE_PACK
 from annexsync.assistant.events import EventLog
 from annexsync.assistant.hub import Hub, Settings
 from annexsync.assistant.mountwatcher import Mount, MountWatcher
-
-
-def nsenter(pid: int, script: str) -> str:
-    """Run a shell script in the daemon's mount namespace."""
-    p = subprocess.run(["nsenter", "-t", str(pid), "-m", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=60)
-    if p.returncode:
-        raise AssertionError(f"in the namespace: {script}: {p.stderr}")
-    return p.stdout
 
 
 def config(repo: Path, name: str) -> str | None:

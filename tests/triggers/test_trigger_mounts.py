@@ -15,7 +15,17 @@ import textwrap
 import time
 from pathlib import Path
 
-from triggerkit import NsDaemon, annexsync, git, log_lines, make_clones, need_unshare, sh, wait_for
+from triggerkit import (
+    NsDaemon,
+    annexsync,
+    git,
+    log_lines,
+    make_clones,
+    need_unshare,
+    nsenter,
+    sh,
+    wait_for,
+)
 
 BUSY_LOOP_PROBE = textwrap.dedent("""
     import json, subprocess, sys, threading, time
@@ -70,15 +80,6 @@ def test_mountinfo_epoll_wakes_once_per_change_no_busy_loop(tmp_path: Path) -> N
     assert r["seen"] == [[[str(d)], []], [[], [str(d)]]]
     assert r["w1"] == 1 and r["w2"] == 2, r  # one wake-up per change, none spurious
     assert r["latency"] < 1.0
-
-
-def nsenter(pid: int, script: str) -> str:
-    """Run a shell script in the daemon's mount namespace."""
-    p = subprocess.run(["nsenter", "-t", str(pid), "-m", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=60)
-    if p.returncode:
-        raise AssertionError(f"in the namespace: {script}: {p.stderr}")
-    return p.stdout
 
 
 def holders(under: Path) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 from annexsync.testing.daemons import Daemon, make_clones, wait_for
 
 __all__ = ["Daemon", "NsDaemon", "annexsync", "git", "log_lines", "make_clones",
-           "need_netns", "need_unshare", "sh", "wait_for"]
+           "need_netns", "need_unshare", "nsenter", "sh", "wait_for"]
 
 
 def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -102,3 +102,13 @@ class NsDaemon(Daemon):
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+
+def nsenter(pid: int, script: str) -> str:
+    """Run a shell script in the mount namespace of process ``pid`` (a daemon's)."""
+    p = subprocess.run(["nsenter", "-t", str(pid), "-m", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode:
+        raise AssertionError(f"in the namespace: {script}: {p.stderr}")
+    return p.stdout
+

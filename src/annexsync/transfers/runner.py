@@ -249,26 +249,24 @@ def _syncfs(path: Path | str) -> None:
         os.close(fd)
 
 
-_LOCAL_TYPES: dict[type, bool] = {}
-_PEER_TYPES: dict[type, bool] = {}
+_KIND_CACHE: dict[tuple[type, type], bool] = {}
+
+
+def _is_kind(remote: object, protocol: type) -> bool:
+    """``isinstance(remote, protocol)``, cached per class (protocol checks are slow)."""
+    k = (type(remote), protocol)
+    hit = _KIND_CACHE.get(k)
+    if hit is None:
+        hit = _KIND_CACHE[k] = isinstance(remote, protocol)
+    return hit
 
 
 def _is_local(remote: object) -> bool:
-    """``isinstance(remote, LocalContentRemote)``, cached per class (protocol checks are slow)."""
-    t = type(remote)
-    hit = _LOCAL_TYPES.get(t)
-    if hit is None:
-        hit = _LOCAL_TYPES[t] = isinstance(remote, LocalContentRemote)
-    return hit
+    return _is_kind(remote, LocalContentRemote)
 
 
 def _is_peer(remote: object) -> bool:
-    """``isinstance(remote, PeerRepoRemote)``, cached per class."""
-    t = type(remote)
-    hit = _PEER_TYPES.get(t)
-    if hit is None:
-        hit = _PEER_TYPES[t] = isinstance(remote, PeerRepoRemote)
-    return hit
+    return _is_kind(remote, PeerRepoRemote)
 
 
 def _pid_alive(pid: int) -> bool:
