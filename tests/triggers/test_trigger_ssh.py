@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from triggerkit import Daemon, git, log_lines, make_clones, wait_for
+from triggerkit import Daemon, annexsync, git, log_lines, make_clones, wait_for
 
 from annexsync.testing.sshd import SshdUnavailable, SshServer, start_sshd
 
@@ -44,6 +44,9 @@ def ssh_pair(tmp_path: Path, sshd: SshServer, shell: str | None) -> tuple[Path, 
     git(a, "config", "remote.srv.annex-ssh-options", shlex.join(sshd.ssh_options()))
     if shell:
         git(a, "config", "remote.srv.annex-shell", shell)
+    # Fully in sync before the daemon starts: no start-up upload makes the server
+    # record content (a change of its own, which the daemon would rightly fetch).
+    annexsync(a, "sync", "--content", "-q")
     return a, b
 
 
@@ -51,6 +54,9 @@ def ssh_pair(tmp_path: Path, sshd: SshServer, shell: str | None) -> tuple[Path, 
 def test_a_commit_on_an_ssh_remote_is_merged_at_once(tmp_path: Path, sshd: SshServer,
                                                      shell: str | None) -> None:
     a, b = ssh_pair(tmp_path, sshd, shell)
+    # Files made here stay in git, so the server records no content of its own in its
+    # git-annex branch (which would rightly be fetched): what comes back is our push.
+    git(a, "config", "annex.largefiles", "nothing")
     d = Daemon(a).start()
     try:
         wait_for(lambda: log_lines(d, "sshnotifier: notify-connected remote=srv"), 20,
@@ -60,9 +66,7 @@ def test_a_commit_on_an_ssh_remote_is_merged_at_once(tmp_path: Path, sshd: SshSe
         wait_for(lambda: (a / "first.txt").exists(), 20, what="the commit to be merged")
         assert time.monotonic() - t0 < 5
         assert log_lines(d, "sshnotifier: remote-changed remote=srv")
-        # Our own pushes come back as CHANGED too: they must not make us fetch. (A file
-        # kept in git, so the server records no content of its own in its branch.)
-        git(a, "config", "annex.largefiles", "nothing")
+        # Our own pushes come back as CHANGED too: they must not make us fetch.
         changed = len(log_lines(d, "sshnotifier: remote-changed"))
         (a / "ours.txt").write_text("from the daemon's side\n")
         wait_for(lambda: "ours.txt" in git(b, "ls-tree", "-r", "--name-only", "synced/main"),
