@@ -102,6 +102,23 @@ def test_three_clones_in_a_chain(tmp_path: Path) -> None:
             d.stop()
 
 
+def test_content_held_only_out_of_reach_arrives_once_a_remote_gets_it(tmp_path: Path) -> None:
+    c0, c1, c2 = make_clones(tmp_path, 3, chain=True)  # c2 reaches c0 only through c1
+    d2 = Daemon(c2).start()
+    try:
+        (c0 / "hop.txt").write_bytes(b"first only in c0\n")
+        annexsync(c0, "add", "hop.txt")
+        sh(c0, "git", "commit", "-q", "-m", "hop")
+        annexsync(c0, "sync", "-q")  # git only: c1 learns of hop.txt, not its content
+        wait_for(lambda: os.path.lexists(c2 / "hop.txt"), 30, what="the merge in c2")
+        assert content(c2 / "hop.txt") is None  # only c0, out of c2's reach, has it
+        sh(c1, "git", "merge", "-q", "synced/main")
+        annexsync(c1, "get", "hop.txt")  # c1 records that it has it now
+        arrives(c2 / "hop.txt", b"first only in c0\n")
+    finally:
+        d2.stop()
+
+
 def test_second_assistant_refuses_and_stop_works(two: tuple[Path, Path]) -> None:
     a, _ = two
     import sys

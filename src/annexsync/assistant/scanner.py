@@ -53,6 +53,12 @@ class TransferScanner:
                 self._recheck_deferred = True
             self.cond.notify()
 
+    def defer(self, file: str, key: Key) -> None:
+        """No remote we have holds ``key`` yet: check it again after the next change of
+        the location logs (a clone that got it will record and push that)."""
+        with self.cond:
+            self._deferred[key] = file
+
     def poke(self) -> None:
         with self.cond:
             self._recheck_deferred = True
@@ -110,9 +116,11 @@ class TransferScanner:
             self.check(files)
         for old, new in changes:
             self.check(self._changed_files(old, new))
-        if recheck and self._deferred:
-            deferred, self._deferred = self._deferred, {}
-            self.check([(f, k) for k, f in deferred.items()])
+        if recheck:
+            with self.cond:
+                deferred, self._deferred = self._deferred, {}
+            if deferred:
+                self.check([(f, k) for k, f in deferred.items()])
 
     def _changed_files(self, old: str | None, new: str | None) -> list[tuple[str, Key]]:
         if new is None:
@@ -147,7 +155,9 @@ class TransferScanner:
             return
         here = hub.repo.uuid
         policy = tr.policy()
-        remotes = [r for r in tr.remotes() if not r.info.readonly]
+        all_remotes = tr.remotes()
+        reachable = {r.info.uuid for r in all_remotes}
+        remotes = [r for r in all_remotes if not r.info.readonly]
         where = locations_many(hub.branch, [k for _, k in files])
         for f, key in files:
             locs = set(where.get(key, set()))
@@ -159,7 +169,7 @@ class TransferScanner:
                     if u not in locs and policy.wants(u, f, key, frozenset(locs)):
                         tr.enqueue(Job("upload", key, f, u))
             elif policy.wants(here, f, key, frozenset(locs)):
-                if locs - {here}:
+                if locs & reachable:
                     tr.enqueue(Job("download", key, f, locs=frozenset(locs)))
-                else:
-                    self._deferred[key] = f
+                else:  # only repositories we have no remote for hold it (yet)
+                    self.defer(f, key)

@@ -367,7 +367,11 @@ class Transferrer:
                     self.fetched.add(job.key)
                 self._after_download(job, locs | {self.hub.repo.uuid})
                 return True
-        return not candidates  # nobody has it (yet): the scanner re-queues after merges
+        if not candidates and job.file is not None and self.hub.scanner is not None:
+            # nobody we can reach has it (yet): the scanner looks again when the
+            # location logs change
+            self.hub.scanner.defer(job.file, job.key)
+        return not candidates
 
     def _after_download(self, job: Job, locs: set[str]) -> None:
         try:
