@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from transferkit import download_running_elsewhere
 
 from annexsync.annex.backends import get_backend
 from annexsync.annex.branch import AnnexBranch
@@ -259,30 +258,12 @@ def test_stale_records_are_cleaned_by_observers(repo: AnnexRepo) -> None:
 
 def test_a_second_process_cannot_run_the_same_transfer(repo: AnnexRepo) -> None:
     key = key_for(DATA)
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from annexsync.annex.keys import Key\n"
-        "from annexsync.transfers.info import Direction, Transfer, TransferRecord\n"
-        f"t = Transfer(Direction.DOWNLOAD, {UUID!r}, Key.parse({str(key)!r}))\n"
-        f"r = TransferRecord.begin(Path({str(repo.annex_dir)!r}), t, 'f.bin', 0)\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.read()\n"
-        "r.finish(True)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    with download_running_elsewhere(repo.annex_dir, UUID, key):
         with Transfers(repo) as t:
             res = t.download(FakeRemote(DATA), key, "f.bin")
         assert not res.success
         assert res.error is not None and "transfer already in progress" in res.error
         assert not ObjectStore(repo.annex_dir).has(key)
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
     with Transfers(repo) as t:
         assert t.download(FakeRemote(DATA), key, "f.bin").success
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from transferkit import download_running_elsewhere
 
 from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.keys import Key
@@ -73,31 +74,13 @@ def test_a_transfer_running_elsewhere_is_respected(pair: tuple[AnnexRepo, AnnexR
     name = "d1/f1.txt"
     key = keys_of(dst)[name]
     t = Transfer(Direction.DOWNLOAD, src.uuid, key)
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from annexsync.annex.keys import Key\n"
-        "from annexsync.transfers.info import Direction, Transfer, TransferRecord\n"
-        f"t = Transfer(Direction.DOWNLOAD, {src.uuid!r}, Key.parse({str(key)!r}))\n"
-        f"r = TransferRecord.begin(Path({str(dst.annex_dir)!r}), t, 'f', 0)\n"
-        "print('ready', flush=True)\n"
-        "sys.stdin.read()\n"
-        "r.finish(True)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    with download_running_elsewhere(dst.annex_dir, src.uuid, key):
         with Transfers(dst) as tr:
             res = tr.download(remote_for(src), key, name)
         assert not res.success
         assert res.error is not None and "transfer already in progress" in res.error
         assert not ObjectStore(dst.annex_dir).has(key)
         assert t.lock_path(dst.annex_dir).exists()  # theirs, untouched
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
     with Transfers(dst) as tr:
         assert tr.download(remote_for(src), key, name).success
     assert ObjectStore(dst.annex_dir).has(key)
