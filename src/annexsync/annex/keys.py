@@ -24,7 +24,7 @@ import hashlib
 import posixpath
 import re
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from annexsync.errors import InvalidKeyError
 
@@ -120,21 +120,30 @@ class Key:
     mtime: int | None = None
     chunk_size: int | None = None
     chunk_num: int | None = None
+    # Derived strings, computed once: a get or add of many files asks for each several
+    # times (object paths, lock names, log names). Not part of equality or hashing.
+    _str: str = field(default="", init=False, repr=False, compare=False)
+    _file: str = field(default="", init=False, repr=False, compare=False)
+    _mixed: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
 
     def __str__(self) -> str:
-        parts = [self.backend]
-        if self.size is not None:
-            parts.append(f"-s{self.size}")
-        if self.mtime is not None:
-            parts.append(f"-m{self.mtime}")
-        if self.chunk_size is not None:
-            parts.append(f"-S{self.chunk_size}-C{self.chunk_num}")
-        parts.append("--")
-        parts.append(self.name)
-        return "".join(parts)
+        s = self._str
+        if not s:
+            parts = [self.backend]
+            if self.size is not None:
+                parts.append(f"-s{self.size}")
+            if self.mtime is not None:
+                parts.append(f"-m{self.mtime}")
+            if self.chunk_size is not None:
+                parts.append(f"-S{self.chunk_size}-C{self.chunk_num}")
+            parts.append("--")
+            parts.append(self.name)
+            s = "".join(parts)
+            object.__setattr__(self, "_str", s)
+        return s
 
     @classmethod
     def parse(cls, s: str | bytes) -> Key:
@@ -159,10 +168,13 @@ class Key:
     @property
     def key_file(self) -> str:
         """The key as a single file name component (git-annex's keyFile escaping)."""
-        s = str(self)
-        if any(c in s for c in "&%:/"):
-            return s.translate(_KEY_FILE_ESCAPES)
-        return s
+        kf = self._file
+        if not kf:
+            kf = str(self)
+            if any(c in kf for c in "&%:/"):
+                kf = kf.translate(_KEY_FILE_ESCAPES)
+            object.__setattr__(self, "_file", kf)
+        return kf
 
     @classmethod
     def from_key_file(cls, s: str | bytes) -> Key:
@@ -217,11 +229,15 @@ class Key:
     @property
     def hashdir_mixed(self) -> str:
         """Two-level mixed-case hash directory, e.g. ``J7/0G/`` (non-bare object store)."""
+        if self._mixed:
+            return self._mixed
         digest = hashlib.md5(_enc(str(self.without_chunk())), usedforsecurity=False).digest()
         (w,) = struct.unpack("<I", digest[:4])
         # git-annex steps 6 bits but masks 5, then swaps each adjacent pair.
         cs = [_MIXED_ALPHABET[(w >> (6 * x)) & 31] for x in range(4)]
-        return f"{cs[1]}{cs[0]}/{cs[3]}{cs[2]}/"
+        h = f"{cs[1]}{cs[0]}/{cs[3]}{cs[2]}/"
+        object.__setattr__(self, "_mixed", h)
+        return h
 
     def object_path(self, bare: bool = False) -> str:
         """Path of the object relative to the annex dir (``.git/annex`` or ``annex``)."""
@@ -238,52 +254,55 @@ def _number(key: str, digits: str | None) -> int | None:
     return int(digits)
 
 
+def _invalid(key: Key, problem: str) -> InvalidKeyError:
+    return InvalidKeyError(f"invalid key {_show(str(key))}: {problem}")
+
+
 def _validate(key: Key) -> None:
     """Raise InvalidKeyError unless ``key`` is well-formed and safe as a path component."""
     if not isinstance(key.backend, str) or not isinstance(key.name, str):
         raise InvalidKeyError("invalid key: backend and name must be strings")
-    where = f"invalid key {_show(str(key))}"
     if not _BACKEND_RE.fullmatch(key.backend):
-        raise InvalidKeyError(f"{where}: backend must be upper-case letters, digits and _")
-    for field in ("size", "mtime", "chunk_size", "chunk_num"):
-        value = getattr(key, field)
+        raise _invalid(key, "backend must be upper-case letters, digits and _")
+    for attr in ("size", "mtime", "chunk_size", "chunk_num"):
+        value = getattr(key, attr)
         if value is None:
             continue
         if type(value) is not int or not 0 <= value <= _MAX_NUMBER:
-            raise InvalidKeyError(f"{where}: {field} must be a non-negative integer")
+            raise _invalid(key, f"{attr} must be a non-negative integer")
     if (key.chunk_size is None) != (key.chunk_num is None):
-        raise InvalidKeyError(f"{where}: chunk size and chunk number go together")
+        raise _invalid(key, "chunk size and chunk number go together")
     if key.chunk_num == 0:
-        raise InvalidKeyError(f"{where}: chunk numbers start at 1")
+        raise _invalid(key, "chunk numbers start at 1")
     name = key.name
     if not name:
-        raise InvalidKeyError(f"{where}: empty name")
+        raise _invalid(key, "empty name")
     if name in (".", ".."):
-        raise InvalidKeyError(f"{where}: name is {name}")
+        raise _invalid(key, f"name is {name}")
     if _BAD_CHAR_RE.search(name):
-        raise InvalidKeyError(f"{where}: name contains whitespace or a control character")
+        raise _invalid(key, "name contains whitespace or a control character")
     try:
         _enc(name)
     except UnicodeEncodeError:
-        raise InvalidKeyError(f"{where}: name is not encodable as bytes")
+        raise _invalid(key, "name is not encodable as bytes")
     if key.backend.endswith("E") and key.backend not in _NOT_EXT_BACKENDS:
         dot = name.find(".")
         if dot >= 0 and len(_enc(name[dot:])) > MAX_EXTENSION_BYTES:
-            raise InvalidKeyError(f"{where}: extension longer than {MAX_EXTENSION_BYTES} bytes")
+            raise _invalid(key, f"extension longer than {MAX_EXTENSION_BYTES} bytes")
     base = _hash_base(key.backend)
     if base is not None:
         digest = name.split(".", 1)[0] if base != key.backend else name
         if len(digest) != HASH_DIGEST_LENGTHS[base] or not _HEX_RE.fullmatch(digest):
-            raise InvalidKeyError(
-                f"{where}: {key.backend} name must start with "
+            raise _invalid(
+                key, f"{key.backend} name must start with "
                 f"{HASH_DIGEST_LENGTHS[base]} lower-case hex digits"
             )
         if "/" in name:
-            raise InvalidKeyError(f"{where}: hash key name contains /")
+            raise _invalid(key, "hash key name contains /")
     # Defence in depth: keyFile escaping guarantees these, but a path must never escape.
     kf = key.key_file
     if "/" in kf or kf in (".", ".."):
-        raise InvalidKeyError(f"{where}: unsafe as a file name")
+        raise _invalid(key, "unsafe as a file name")
 
 
 def key_extension(filename: str | bytes, max_length: int = 4, max_extensions: int = 2) -> str:
