@@ -128,3 +128,19 @@ def test_second_assistant_refuses_and_stop_works(two: tuple[Path, Path]) -> None
     assert p.returncode == 1 and "already running" in p.stderr
     out = annexsync(a, "status", "--json")
     assert '"running": true' in out
+
+
+def test_unlocked_files_arrive_as_regular_files_with_content(tmp_path: Path) -> None:
+    a, b = make_clones(tmp_path, 2)
+    for r in (a, b):
+        sh(r, "git", "config", "annex.addunlocked", "true")
+    da, db = Daemon(a).start(), Daemon(b).start()
+    try:
+        (a / "notes.txt").write_bytes(b"unlocked in both clones\n")
+        arrives(b / "notes.txt", b"unlocked in both clones\n")
+        assert not (b / "notes.txt").is_symlink()
+        wait_for(lambda: sh(b, "git", "status", "--porcelain") == "",
+                 what="b's work tree to be clean")
+    finally:
+        da.stop()
+        db.stop()

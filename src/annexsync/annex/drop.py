@@ -31,6 +31,7 @@ from annexsync.annex.logs import parse_single_value_log
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
 from annexsync.annex.repos import RepoMap
+from annexsync.annex.unlocked import UnlockedContent
 from annexsync.git.attributes import CheckAttr
 from annexsync.policy.numcopies import (
     CopyNeeds,
@@ -78,6 +79,7 @@ class Dropper:
         self._attrs = (CheckAttr(repo.git, ["annex.numcopies", "annex.mincopies"])
                        if not repo.bare else None)
         self.peer_recorders: dict[str, LocationRecorder] = {}
+        self._unlocked: UnlockedContent | None = None  # opened by the first drop that needs it
 
     def needs(self, files: Sequence[str]) -> CopyNeeds:
         """numcopies/mincopies for a key used by ``files``."""
@@ -147,6 +149,13 @@ class Dropper:
                     return DropResult(key, False, unsafe=decision)
             self.store.remove(key, lock)
         self.recorder.record(key, self.repos.here, False)
+        if not self.repo.bare:
+            # As git-annex: unlocked files holding the content (any the keys database
+            # knows, not only ``files``) become pointers again; a modified one is left
+            # alone (it is not this content any more).
+            if self._unlocked is None:
+                self._unlocked = UnlockedContent(self.repo)
+            self._unlocked.depopulate(key)
         return DropResult(key, True, dropped=True)
 
     def drop_from(self, remote: Remote, key: Key, files: Sequence[str],
@@ -189,7 +198,11 @@ class Dropper:
         return DropResult(key, True, dropped=True)
 
     def close(self) -> None:
-        """Flush the remotes' location logs (ours is flushed by its owner)."""
+        """Flush the remotes' location logs (ours is flushed by its owner); restage
+        unlocked files made pointers again."""
+        if self._unlocked is not None:
+            self._unlocked.close()
+            self._unlocked = None
         for rec in self.peer_recorders.values():
             rec.flush()
         if self._attrs is not None:

@@ -201,7 +201,7 @@ class Transferrer:
 
     # -- the slots -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        with Transfers(self.hub.repo) as tr:
+        with Transfers(self.hub.repo, commit_rounds=True) as tr:
             self.tr = tr
             workers = [threading.Thread(target=self._slot, args=(stop,), daemon=True,
                                         name=f"transfer-slot-{i}")
@@ -228,6 +228,9 @@ class Transferrer:
                         tr.flush()
                     except OSError as e:
                         self.hub.emit(self.name, "record-deferred", error=str(e))
+                    for problem in tr.unfilled:
+                        self.hub.emit(self.name, "populate-failed", error=problem)
+                    tr.unfilled.clear()
                     with self.cond:
                         self.fetched.clear()
                     self.hub.branch.commit()
@@ -336,7 +339,7 @@ class Transferrer:
         remotes = {r.info.uuid: r for r in self.remotes()}
         if job.direction == "upload":
             r = remotes.get(job.remote or "")
-            if r is None or not self.store.has(job.key):
+            if r is None or not tr.has(job.key):
                 return True  # nothing to do any more
             if not r.available():
                 return False
@@ -374,20 +377,14 @@ class Transferrer:
         return not candidates
 
     def _after_download(self, job: Job, locs: set[str]) -> None:
-        try:
-            from annexsync.annex.unlocked import populate_unlocked
-        except ImportError:
-            populate_unlocked = None  # type: ignore[assignment]
-        if populate_unlocked is not None:
-            try:
-                populate_unlocked(self.hub.repo, job.key)
-            except Exception as e:  # noqa: BLE001
-                self.hub.emit(self.name, "populate-failed", key=str(job.key), error=str(e))
+        # (Unlocked files of the key are filled by Transfers once it is stored.)
+        others = [r for r in self.remotes() if r.info.uuid not in locs and not r.info.readonly]
+        if not others:
+            return
         policy = self.policy()
-        for r in self.remotes():
+        for r in others:
             u = r.info.uuid
-            if u not in locs and not r.info.readonly and policy.wants(u, job.file, job.key,
-                                                                        frozenset(locs)):
+            if policy.wants(u, job.file, job.key, frozenset(locs)):
                 self.enqueue(Job("upload", job.key, job.file, u))
 
     def snapshot(self) -> dict[str, object]:

@@ -9,6 +9,7 @@ through :class:`~annexsync.annex.drop.Dropper`, which proves enough copies first
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 from annexsync.annex.branch import AnnexBranch
@@ -143,6 +144,9 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
             finally:
                 if dropper_or_needs is not None:
                     dropper_or_needs.close()
+        for problem in tr.unfilled:
+            print(f"annexsync: unable to populate worktree file of {problem}",
+                  file=sys.stderr)
         return rep.finish()
 
 

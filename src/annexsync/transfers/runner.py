@@ -61,6 +61,7 @@ import errno
 import itertools
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +76,7 @@ from annexsync.annex.keys import Key
 from annexsync.annex.locks import LockBusy
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
+from annexsync.annex.unlocked import UnlockedContent
 from annexsync.errors import AnnexError
 from annexsync.git.config import GitConfig
 from annexsync.remotes.base import (
@@ -116,6 +118,8 @@ _THREADED_HASH_MIN = 4 << 20  # downloads at least this big hash in a thread of 
 _HASH_QUEUE_DEPTH = 64  # chunks (of about 1 MiB) written but not hashed yet
 _WRITEBACK_STEP = 16 << 20
 _BATCH_FILES = 4096
+_ROUND_FILES = 1024  # the committer thread commits a round at this many staged files,
+_ROUND_AGE = 0.1  # or when the oldest has waited this long (seconds)
 _BATCH_BYTES = 64 << 20
 _STORE_THREADS = 2
 _TMP_PREFIX = "annexsync."
@@ -390,6 +394,7 @@ class _Staged:
     key: Key
     tmp: str
     result: TransferResult
+    fill: bool  # unlocked files may point at the key: fill them once it is stored
 
 
 class Transfers:
@@ -400,7 +405,7 @@ class Transfers:
                  on_progress: Callable[[Progress], None] | None = None,
                  on_done: Callable[[TransferResult], None] | None = None,
                  rate_controller: Callable[[Remote, Direction], RateController] | None = None,
-                 batch_durability: bool = True) -> None:
+                 batch_durability: bool = True, commit_rounds: bool = False) -> None:
         self.repo = repo
         self.clock = clock
         self.uuid = repo.uuid
@@ -411,12 +416,21 @@ class Transfers:
         self.on_done = on_done
         self.rate_controller = rate_controller
         self.batch_durability = batch_durability
+        self.commit_rounds = commit_rounds
         self._peer_recorders: dict[str, LocationRecorder] = {}
         self._staged: list[_Staged] = []
         self._staged_bytes = 0
+        self._staged_at = 0.0  # when the oldest staged file was staged
+        self._staged_keys: set[Key] = set()  # staged and not yet renamed into the store
         self._moved_unsynced: list[_Staged] = []  # renamed in, awaiting a syncfs
         self._lock = threading.Lock()
+        self._staged_cond = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()
+        self._committer: threading.Thread | None = None
+        self._closing = False
+        self._unlocked: UnlockedContent | None = None  # open while filling unlocked files
+        self._unlocked_lock = threading.Lock()
+        self.unfilled: list[str] = []  # "KEY: why" of unlocked files left unfilled
         self._settings: dict[tuple[str, Direction], TransferSettings] = {}
         # The small-key fast path (see the module docstring).
         self._annex = str(repo.annex_dir)
@@ -557,7 +571,7 @@ class Transfers:
     def download(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
         """Get ``key`` from ``remote`` into the object store (verified)."""
         res = TransferResult(key, file, Direction.DOWNLOAD, remote.info.name, False)
-        if self.store.has(key):
+        if key in self._staged_keys or self.store.has(key):
             res.success, res.skipped = True, True
             return self._done(res)
         if (self.batch_durability and key.size is not None and key.size < SMALL_KEY
@@ -583,8 +597,49 @@ class Transfers:
             res.error = _message(e)
             return self._done(res)
         self.recorder.record(key, self.uuid, True)
+        if self._may_be_unlocked(file):
+            self._fill_unlocked([key])
         res.success = True
         return self._done(res)
+
+    # -- unlocked files ------------------------------------------------------------------
+    def _may_be_unlocked(self, file: str | None) -> bool:
+        """Whether the work-tree file a download is for (top-relative) is unlocked.
+
+        A symlink is a locked file: nothing to fill (one ``lstat``, so a repository
+        of locked files never pays for the keys database). Unknown: maybe.
+        """
+        if self.repo.bare:
+            return False
+        if file is None:
+            return True
+        try:
+            return not stat.S_ISLNK(os.lstat(f"{self.repo.top}/{file}").st_mode)
+        except OSError:
+            return False
+
+    def _fill_unlocked(self, keys: list[Key]) -> None:
+        """Content for ``keys`` is in the store now: fill the unlocked files pointing
+        at them (every one the keys database knows, as git-annex does). The index is
+        restaged once, at :meth:`flush`."""
+        if not keys:
+            return
+        with self._unlocked_lock:
+            uc = self._unlocked
+            if uc is None:
+                uc = self._unlocked = UnlockedContent(self.repo)
+            for key in keys:
+                try:
+                    uc.populate(key)
+                except (OSError, AnnexError) as e:
+                    self.unfilled.append(f"{key}: {_message(e)}")
+            uc.db.flush()  # short transactions: git's clean filter may want the db
+
+    def _close_unlocked(self) -> None:
+        with self._unlocked_lock:
+            uc, self._unlocked = self._unlocked, None
+        if uc is not None:
+            uc.close()
 
     def _download_attempt(self, remote: Remote, key: Key, tmp: Path, meter: _Meter) -> int:
         try:
@@ -640,13 +695,29 @@ class Transfers:
         res.success = True
         res.extra["staged"] = True
         with self._lock:
-            self._staged.append(_Staged(key, tmp, res))
+            if not self._staged:
+                self._staged_at = time.monotonic()
+            self._staged.append(_Staged(key, tmp, res, self._may_be_unlocked(res.file)))
+            self._staged_keys.add(key)
             self._staged_bytes += size
-            due = len(self._staged) >= _BATCH_FILES or self._staged_bytes >= _BATCH_BYTES
+            # A full batch is committed by this thread (with rounds: backpressure).
+            backlog = (len(self._staged) >= _BATCH_FILES
+                       or self._staged_bytes >= _BATCH_BYTES)
+            if self.commit_rounds:
+                if self._committer is None and not self._closing:
+                    self._committer = threading.Thread(target=self._commit_loop,
+                                                       daemon=True, name="store-commit")
+                    self._committer.start()
+                if len(self._staged) in (1, _ROUND_FILES):
+                    self._staged_cond.notify()
         self._done(res)
-        if due:
-            self._commit(final=False)
+        if backlog:
+            self._commit_round()
         return res
+
+    def has(self, key: Key) -> bool:
+        """Whether ``key`` is here: in the store, or verified and about to enter it."""
+        return key in self._staged_keys or self.store.has(key)
 
     # -- the small-key fast path ------------------------------------------------------------
     def _exists_cached(self, path: str) -> bool:
@@ -764,14 +835,46 @@ class Transfers:
     # -- batch commits of staged small keys ------------------------------------------------
     def commit_staged(self) -> None:
         """Make staged small downloads durable, move them in, record and report them."""
-        self._commit(final=True)
+        self._commit_round()
+        with self._commit_lock:
+            if self._moved_unsynced:
+                _syncfs(self._annex)
+                self._record_moved()
 
-    def _commit(self, *, final: bool) -> None:
+    def _commit_loop(self) -> None:
+        """With ``commit_rounds`` (the assistant): a thread commits what is staged
+        once :data:`_ROUND_FILES` are, or the oldest has waited :data:`_ROUND_AGE`.
+
+        So content becomes readable a round at a time while a burst downloads,
+        rather than all at its end, and downloading does not wait for the disk.
+        (A command like ``get`` commits inline in big batches: on a journalling
+        filesystem each syncfs costs a journal commit.)
+        """
+        while True:
+            with self._lock:
+                while not self._closing:
+                    if len(self._staged) >= _ROUND_FILES:
+                        break
+                    if not self._staged:
+                        self._staged_cond.wait()
+                        continue
+                    left = self._staged_at + _ROUND_AGE - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._staged_cond.wait(left)
+                if not self._staged:
+                    return
+            try:
+                self._commit_round()
+            except Exception:  # noqa: BLE001 - its files were reported as failed
+                pass
+
+    def _commit_round(self) -> None:
         """One batch: syncfs, rename into the store (threads), record what is durable.
 
         The syncfs that makes this batch's temp files durable also makes the previous
-        batch's renames durable, so those are recorded then; ``final`` adds the
-        syncfs for this batch's renames and records them too.
+        batch's renames durable, so those are recorded then (:meth:`commit_staged`
+        adds the syncfs for the last batch's renames).
         """
         with self._commit_lock:
             with self._lock:
@@ -779,13 +882,22 @@ class Transfers:
                 self._staged_bytes = 0
             if not staged and not self._moved_unsynced:
                 return
-            _syncfs(self._annex)
-            self._record_moved()
-            if staged:
-                self._moved_unsynced = self._move_all(staged)
-            if final and self._moved_unsynced:
+            try:
                 _syncfs(self._annex)
                 self._record_moved()
+                if staged:
+                    self._moved_unsynced = self._move_all(staged)
+                    self._fill_unlocked([m.key for m in self._moved_unsynced if m.fill])
+            except BaseException as e:
+                moved = {m.key for m in self._moved_unsynced}
+                why = _message(e) if isinstance(e, Exception) else "interrupted"
+                for st in staged:  # reported; their temp files are garbage for the sweep
+                    if st.key not in moved:
+                        self._late_failure(st.result, why)
+                raise
+            finally:
+                with self._lock:
+                    self._staged_keys.difference_update(st.key for st in staged)
 
     def _record_moved(self) -> None:
         moved, self._moved_unsynced = self._moved_unsynced, []
@@ -845,6 +957,8 @@ class Transfers:
         if remote.info.readonly:
             res.error = f"{remote.info.name} is read-only"
             return self._done(res)
+        if key in self._staged_keys:
+            self._commit_round()  # downloaded a moment ago: into the store first
         try:
             lock = self.store.lock_shared(key)
         except LockBusy:
@@ -891,8 +1005,10 @@ class Transfers:
         return res
 
     def flush(self) -> None:
-        """Finish staged downloads and write all pending location changes."""
+        """Finish staged downloads, fill and restage unlocked files, and write all
+        pending location changes."""
         self.commit_staged()
+        self._close_unlocked()
         self.recorder.flush()
         error: OSError | None = None
         for rec in self._peer_recorders.values():
@@ -907,7 +1023,15 @@ class Transfers:
             raise error
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._closing = True
+                self._staged_cond.notify_all()
+                t = self._committer
+            if t is not None and t is not threading.current_thread():
+                t.join()
 
     def __enter__(self) -> Transfers:
         return self
