@@ -52,6 +52,8 @@ from annexsync.errors import AnnexError
 
 STATUS_JSON = "annexsync.status.json"
 
+_PER_FILE_EVENTS = frozenset({"download", "upload"})
+
 
 class AlreadyRunning(AnnexError):
     """Another assistant (annexsync's or git-annex's) runs on this repository."""
@@ -118,6 +120,9 @@ class Assistant:
         self.hub = Hub(repo, self.events, s)
         self._lock = None
         self._log: Any = None
+        self._log_second = -1  # the second whose formatted stamp is _log_stamp
+        self._log_stamp = ""
+        self._log_flushed = 0.0
         self._status_dirty = threading.Event()
         self._stopped = threading.Event()
         self.supervisor: Supervisor | None = None
@@ -146,12 +151,20 @@ class Assistant:
     def _on_event(self, ev: Event) -> None:
         if self._log is not None:
             # milliseconds: the daemon's reactions are measured in them
-            stamp = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.time))
-                     + f".{int(ev.time * 1000) % 1000:03d}")
+            second = int(ev.time)
+            if second != self._log_second:
+                self._log_second = second
+                self._log_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            stamp = f"{self._log_stamp}.{int(ev.time * 1000) % 1000:03d}"
             data = " ".join(f"{k}={v}" for k, v in ev.data.items() if k != "trace")
             try:
                 self._log.write(f"[{stamp}] {ev.service}: {ev.kind} {data}\n")
-                self._log.flush()
+                # A burst logs a line per file: those reach the disk at most every
+                # 50 ms (any other event, such as the queue-drained that ends them,
+                # writes everything at once).
+                if ev.kind not in _PER_FILE_EVENTS or ev.time - self._log_flushed > 0.05:
+                    self._log.flush()
+                    self._log_flushed = ev.time
             except (OSError, ValueError):
                 pass
         if ev.kind == "committed":

@@ -351,17 +351,19 @@ class Transferrer:
         with self.cond:
             if job.key in self.fetched:
                 return True
-        if self.store.has(job.key):
-            return True
         locs: set[str] = set(job.locs or ())
         candidates = [r for r in self.remotes() if r.info.uuid in locs]
         if not candidates:  # unknown, or the scanner's view names no remote we have
+            if tr.has(job.key):
+                return True
             locs = locations_many(self.hub.branch, [job.key])[job.key]
             candidates = [r for r in self.remotes() if r.info.uuid in locs]
         for r in candidates:
             if not r.available():
                 continue
-            res = tr.download(r, job.key, job.file)
+            res = tr.download(r, job.key, job.file)  # (present already: skipped)
+            if res.skipped:
+                return True
             self._local.last_error = res.error
             self.hub.emit(self.name, "download", file=job.file, remote=r.info.name,
                           ok=res.success, error=res.error)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,10 @@ def read_remote_uuid(path: Path) -> str | None:
     return GitConfig.read(Git(git_dir, work_tree)).get("annex.uuid") or None
 
 
+_RECHECK_SECONDS = 0.5
+"""How long reading content trusts an opened repository to still be there (an
+unplugged drive is noticed by the read that fails)."""
+
 _UUID_CACHE: dict[str, tuple[tuple[int, int, int, int], str | None]] = {}
 
 
@@ -129,11 +134,16 @@ class GitLocalRemote(LocalContent):
         self.path = path
         self._opened: tuple[Path, Path | None, str] | None = None
         self._annex_real: str | None = None
+        self._checked_at = 0.0  # when the opened repository was last seen on disk
 
     # -- opening -------------------------------------------------------------------------
-    def _open(self) -> tuple[Path, Path | None, str]:
+    def _open(self, *, recent_ok: bool = False) -> tuple[Path, Path | None, str]:
         if self._opened is not None:
+            now = time.monotonic()
+            if recent_ok and now - self._checked_at < _RECHECK_SECONDS:
+                return self._opened  # a burst reads per key: look at the disk seldom
             if self._annex_real is not None and os.path.isdir(self._annex_real):
+                self._checked_at = now
                 return self._opened
             self._opened = None  # unplugged since: look again
         if not self.path.is_dir():
@@ -157,6 +167,7 @@ class GitLocalRemote(LocalContent):
         if not is_beneath(os.path.realpath(git_dir), self._annex_real):
             raise RemoteError(f"{self.info.name}: {annex} is a symlink out of the repository")
         self._opened = (git_dir, work_tree, uuid)
+        self._checked_at = time.monotonic()
         return self._opened
 
     @property
@@ -188,7 +199,8 @@ class GitLocalRemote(LocalContent):
     # -- reading -------------------------------------------------------------------------
     def open_content(self, key: Key) -> int:
         """A read-only fd on the key's content in the remote (checked to be inside it)."""
-        opened = self._open()  # one check that the remote is still there, per key
+        # (A failed open below checks again whether the remote is still there.)
+        opened = self._open(recent_ok=True)
         root = self._annex_real
         assert root is not None
         bare = opened[1] is None
