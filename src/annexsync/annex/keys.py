@@ -125,6 +125,7 @@ class Key:
     _str: str = field(default="", init=False, repr=False, compare=False)
     _file: str = field(default="", init=False, repr=False, compare=False)
     _mixed: str = field(default="", init=False, repr=False, compare=False)
+    _lower: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -223,8 +224,12 @@ class Key:
     @property
     def hashdir_lower(self) -> str:
         """Two-level lower-case hash directory, e.g. ``e7d/d01/`` (bare repos, branch)."""
+        if self._lower:
+            return self._lower
         h = hashlib.md5(_enc(str(self.without_chunk())), usedforsecurity=False).hexdigest()
-        return f"{h[:3]}/{h[3:6]}/"
+        d = f"{h[:3]}/{h[3:6]}/"
+        object.__setattr__(self, "_lower", d)
+        return d
 
     @property
     def hashdir_mixed(self) -> str:

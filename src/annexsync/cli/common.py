@@ -29,6 +29,8 @@ def relpaths(repo: AnnexRepo, paths: Sequence[str]) -> list[str]:
 def display_path(repo: AnnexRepo, rel: str) -> str:
     """A top-relative path as the user should see it (relative to the cwd), like git."""
     try:
+        if os.getcwd() == str(repo.top):
+            return rel  # the usual case, asked per file: no path arithmetic
         return os.path.relpath(repo.top / rel)
-    except ValueError:
+    except (ValueError, OSError):
         return rel

@@ -340,7 +340,9 @@ class GitLocalRemote(LocalContent):
 
     # -- bookkeeping in the remote -----------------------------------------------------------
     def peer_annex_dir(self) -> Path:
-        return Path(self._annex())
+        self._open(recent_ok=True)  # asked per key of a burst, as open_content is
+        assert self._annex_real is not None
+        return Path(self._annex_real)
 
     def location_recorder(self) -> LocationRecorder:
         git_dir, work_tree, _ = self._open()
