@@ -201,7 +201,7 @@ class Transferrer:
 
     # -- the slots -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        with Transfers(self.hub.repo, commit_rounds=True) as tr:
+        with Transfers(self.hub.repo, commit_rounds=0.1) as tr:
             self.tr = tr
             workers = [threading.Thread(target=self._slot, args=(stop,), daemon=True,
                                         name=f"transfer-slot-{i}")

@@ -86,7 +86,7 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                         continue
                     note = f"from {r.info.name}..."
                     rep.note(it, note)
-                    res = tr.download(r, it.key, it.file)
+                    res = tr.download(r, it.key, it.file, unlocked=it.unlocked, absent=True)
                     if res.success:
                         if plan.command == "move":
                             _finish_move_from(it, r, note)

@@ -50,6 +50,7 @@ class Item:
     input: str
     key: Key
     files: list[str]
+    unlocked: bool = False  # one of the files is unlocked (filled when content arrives)
 
 
 def select_items(repo: AnnexRepo, paths: Sequence[str]) -> list[Item]:
@@ -60,9 +61,10 @@ def select_items(repo: AnnexRepo, paths: Sequence[str]) -> list[Item]:
         it = by_key.get(af.key)
         if it is None:
             shown = display_path(repo, af.file)
-            by_key[af.key] = Item(af.file, shown, shown, af.key, [af.file])
+            by_key[af.key] = Item(af.file, shown, shown, af.key, [af.file], not af.locked)
         else:
             it.files.append(af.file)
+            it.unlocked = it.unlocked or not af.locked
     return list(by_key.values())
 
 

@@ -118,8 +118,7 @@ _THREADED_HASH_MIN = 4 << 20  # downloads at least this big hash in a thread of 
 _HASH_QUEUE_DEPTH = 64  # chunks (of about 1 MiB) written but not hashed yet
 _WRITEBACK_STEP = 16 << 20
 _BATCH_FILES = 4096
-_ROUND_FILES = 1024  # the committer thread commits a round at this many staged files,
-_ROUND_AGE = 0.1  # or when the oldest has waited this long (seconds)
+_ROUND_FILES = 1024  # the committer thread commits a round at this many staged files
 _BATCH_BYTES = 64 << 20
 _STORE_THREADS = 2
 _TMP_PREFIX = "annexsync."
@@ -405,7 +404,7 @@ class Transfers:
                  on_progress: Callable[[Progress], None] | None = None,
                  on_done: Callable[[TransferResult], None] | None = None,
                  rate_controller: Callable[[Remote, Direction], RateController] | None = None,
-                 batch_durability: bool = True, commit_rounds: bool = False) -> None:
+                 batch_durability: bool = True, commit_rounds: float | None = None) -> None:
         self.repo = repo
         self.clock = clock
         self.uuid = repo.uuid
@@ -568,15 +567,22 @@ class Transfers:
         return stop_it
 
     # -- downloads -----------------------------------------------------------------------
-    def download(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
-        """Get ``key`` from ``remote`` into the object store (verified)."""
+    def download(self, remote: Remote, key: Key, file: str | None = None, *,
+                 unlocked: bool | None = None, absent: bool = False) -> TransferResult:
+        """Get ``key`` from ``remote`` into the object store (verified).
+
+        ``unlocked``: whether an unlocked file uses the key (None: find out from
+        ``file``); their content is filled once the key is stored. ``absent``: the
+        caller just saw the key is not here (no second look).
+        """
         res = TransferResult(key, file, Direction.DOWNLOAD, remote.info.name, False)
-        if key in self._staged_keys or self.store.has(key):
+        if key in self._staged_keys or (not absent and self.store.has(key)):
             res.success, res.skipped = True, True
             return self._done(res)
+        fill = self._may_be_unlocked(file) if unlocked is None else unlocked
         if (self.batch_durability and key.size is not None and key.size < SMALL_KEY
                 and _is_local(remote)):
-            staged = self._download_small_local(remote, key, file, res)
+            staged = self._download_small_local(remote, key, file, res, fill)
             if staged is not None:
                 return staged
         tmp = self.store.tmp_path(key)
@@ -590,14 +596,14 @@ class Transfers:
         res.bytes = nbytes
         size = key.size if key.size is not None else nbytes
         if self.batch_durability and size < SMALL_KEY:
-            return self._stage(key, str(tmp), res, size)
+            return self._stage(key, str(tmp), res, size, fill)
         try:
             self.store.move_in(key, tmp, durable=True)
         except OSError as e:
             res.error = _message(e)
             return self._done(res)
         self.recorder.record(key, self.uuid, True)
-        if self._may_be_unlocked(file):
+        if fill:
             self._fill_unlocked([key])
         res.success = True
         return self._done(res)
@@ -687,7 +693,8 @@ class Transfers:
             raise VerificationFailed("verification of content failed")
         return total
 
-    def _stage(self, key: Key, tmp: str, res: TransferResult, size: int) -> TransferResult:
+    def _stage(self, key: Key, tmp: str, res: TransferResult, size: int,
+               fill: bool) -> TransferResult:
         """Verified already; durable, stored and logged at the next batch commit.
 
         A failure there is reported again through ``on_done`` (``extra["late"]``).
@@ -697,13 +704,13 @@ class Transfers:
         with self._lock:
             if not self._staged:
                 self._staged_at = time.monotonic()
-            self._staged.append(_Staged(key, tmp, res, self._may_be_unlocked(res.file)))
+            self._staged.append(_Staged(key, tmp, res, fill))
             self._staged_keys.add(key)
             self._staged_bytes += size
             # A full batch is committed by this thread (with rounds: backpressure).
             backlog = (len(self._staged) >= _BATCH_FILES
                        or self._staged_bytes >= _BATCH_BYTES)
-            if self.commit_rounds:
+            if self.commit_rounds is not None:
                 if self._committer is None and not self._closing:
                     self._committer = threading.Thread(target=self._commit_loop,
                                                        daemon=True, name="store-commit")
@@ -749,7 +756,7 @@ class Transfers:
                 pass
 
     def _download_small_local(self, remote: Remote, key: Key, file: str | None,
-                              res: TransferResult) -> TransferResult | None:
+                              res: TransferResult, fill: bool) -> TransferResult | None:
         """Stage a small key from a local remote (see the module docstring).
 
         Returns None when the ordinary path must run instead.
@@ -830,7 +837,7 @@ class Transfers:
             now = self.clock.monotonic()
             self.on_progress(Progress(key, file, Direction.DOWNLOAD, remote.info.name, size,
                                       size, now, now))
-        return self._stage(key, tmp, res, size)
+        return self._stage(key, tmp, res, size, fill)
 
     # -- batch commits of staged small keys ------------------------------------------------
     def commit_staged(self) -> None:
@@ -842,14 +849,15 @@ class Transfers:
                 self._record_moved()
 
     def _commit_loop(self) -> None:
-        """With ``commit_rounds`` (the assistant): a thread commits what is staged
-        once :data:`_ROUND_FILES` are, or the oldest has waited :data:`_ROUND_AGE`.
+        """With ``commit_rounds`` (seconds): a thread commits what is staged once
+        :data:`_ROUND_FILES` are, or the oldest has waited that long.
 
         So content becomes readable a round at a time while a burst downloads,
         rather than all at its end, and downloading does not wait for the disk.
         (A command like ``get`` commits inline in big batches: on a journalling
         filesystem each syncfs costs a journal commit.)
         """
+        age = self.commit_rounds or 0.0
         while True:
             with self._lock:
                 while not self._closing:
@@ -858,7 +866,7 @@ class Transfers:
                     if not self._staged:
                         self._staged_cond.wait()
                         continue
-                    left = self._staged_at + _ROUND_AGE - time.monotonic()
+                    left = self._staged_at + age - time.monotonic()
                     if left <= 0:
                         break
                     self._staged_cond.wait(left)
