@@ -42,7 +42,9 @@ lock files exist to keep two transfers of one key from writing the same
 a temp file of its own (``tmp/annexsync.<pid>.<n>``, created exclusively, never a
 key file name, so git-annex never resumes from it), and a transfer that finishes
 in microseconds would never be seen (info files of small keys are deferred
-anyway). So it only *looks* for the lock files, here and in the remote: if any
+anyway). So it only *looks* for the lock files, here and in the remote (a lock
+directory found absent is believed absent for 50 ms, so a burst does not look
+for every key's lock file): if any
 exists (a transfer of the key running in git-annex or in another annexsync, or a
 stale file), it takes the ordinary path, which locks and refuses a busy transfer;
 within this process keys in flight are tracked in memory. Any anomaly (missing
@@ -122,6 +124,7 @@ _ROUND_FILES = 1024  # the committer thread commits a round at this many staged 
 _BATCH_BYTES = 64 << 20
 _STORE_THREADS = 2
 _TMP_PREFIX = "annexsync."
+_LOCK_DIR_TTL = 0.05
 _STALE_TMP_SECONDS = 3600.0
 
 
@@ -439,6 +442,7 @@ class Transfers:
         self._tmp_swept = False
         self._in_flight: set[Key] = set()
         self._dir_exists: dict[str, bool] = {}
+        self._lock_dir_absent: dict[str, float] = {}  # lock directory -> absent until
 
     # -- configuration ---------------------------------------------------------------
     def settings(self, remote: Remote, direction: Direction) -> TransferSettings:
@@ -727,6 +731,19 @@ class Transfers:
         return key in self._staged_keys or self.store.has(key)
 
     # -- the small-key fast path ------------------------------------------------------------
+    def _lock_dir_present(self, lck: str) -> bool:
+        """Whether the directory of lock file ``lck`` exists; an absent one is believed
+        absent for :data:`_LOCK_DIR_TTL` (no transfer of any key there: a burst need
+        not look for each key's lock file)."""
+        d = lck.rpartition("/")[0]
+        now = time.monotonic()
+        if self._lock_dir_absent.get(d, 0.0) > now:
+            return False
+        if os.path.isdir(d):
+            return True
+        self._lock_dir_absent[d] = now + _LOCK_DIR_TTL
+        return False
+
     def _exists_cached(self, path: str) -> bool:
         """Whether a directory existed when first asked (failed-record dirs are rare)."""
         hit = self._dir_exists.get(path)
@@ -787,7 +804,7 @@ class Transfers:
             self._in_flight.add(key)
         try:
             for lck in locks:
-                if os.path.lexists(lck):
+                if self._lock_dir_present(lck) and os.path.lexists(lck):
                     return None  # someone's transfer (or a stale one): the careful path
             if not self._tmp_swept:
                 self._sweep_tmp()
