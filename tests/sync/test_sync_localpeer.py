@@ -74,14 +74,21 @@ def test_push_to_local_clone_delivers_everything(ab: tuple[Path, Path]) -> None:
     assert "new2.txt" in sh(b, "git", "ls-files").split()
 
 
-def test_many_objects_go_into_a_pack(ab: tuple[Path, Path]) -> None:
+def test_many_objects_go_into_a_pack(ab: tuple[Path, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = ab
     d = a / "many"
     d.mkdir()
     for i in range(150):
         (d / f"f{i}.txt").write_text(f"file {i}\n")
+    trace = tmp_path / "git-trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
     change_and_sync(a, "x.txt")
+    monkeypatch.delenv("GIT_TRACE")
     assert_clone_has_our_branches(a, b)
+    text = trace.read_text()
+    # The pack went into the clone directly (no git push fallback).
+    assert "index-pack" in text and "receive-pack" not in text
     assert run_cli(b, "sync", "--quiet")[0] == 0
     assert "many/f149.txt" in sh(b, "git", "ls-files").split()
 

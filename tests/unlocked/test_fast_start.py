@@ -57,6 +57,12 @@ def _argparse_values(argv: list[str]) -> dict[str, object] | None:
     ["smudge", "plain"],
     ["smudge", "--clean", "plain"],
     ["smudge", "--", ""],
+    ["sync"],
+    ["sync", "--quiet"],
+    ["sync", "-q", "--content"],
+    ["sync", "--content", "--no-content"],
+    ["-C", "d", "sync", "--json", "--no-push"],
+    ["sync", "--no-commit", "--no-pull", "--quiet", "-q"],
 ])
 def test_fast_args_match_argparse(argv: list[str]) -> None:
     fast = cli_main.fast_args(argv)
@@ -70,6 +76,8 @@ def test_fast_args_match_argparse(argv: list[str]) -> None:
     ["smudge", "--update", "--clean"], ["smudge", "-x"], ["smudge", "--"],
     ["smudge", "a", "b"], ["-C"], ["-C", "-x", "smudge", "--update"], ["-Cdir", "smudge"],
     ["add", "f"], ["status"],
+    ["sync", "--help"], ["sync", "origin"], ["sync", "-m", "msg"], ["sync", "--quie"],
+    ["sync", "-J", "2"], ["sync", "--jobs=2"], ["sync", "--", "--quiet"],
 ])
 def test_everything_else_goes_through_argparse(argv: list[str]) -> None:
     assert cli_main.fast_args(argv) is None

@@ -120,10 +120,36 @@ def _fast_smudge(rest: Sequence[str]) -> dict[str, object] | None:
     return {"clean": clean, "update": False, "file": file}
 
 
-#: Hot plumbing commands: their module and a parser for the forms git and hooks use.
+#: ``sync`` flags that take no value: (attribute, value) as argparse stores them.
+_SYNC_FLAGS: dict[str, tuple[str, bool]] = {
+    "--quiet": ("quiet", True), "-q": ("quiet", True), "--json": ("json", True),
+    "--content": ("content", True), "--no-content": ("content", False),
+    "--no-commit": ("commit", False), "--no-pull": ("pull", False),
+    "--no-push": ("push", False),
+}
+
+
+def _fast_sync(rest: Sequence[str]) -> dict[str, object] | None:
+    """``sync`` with only the flags above (the form scripts and benchmarks use); None
+    for anything else (remotes, -m, -J, --help, abbreviations)."""
+    values: dict[str, object] = {"remotes": [], "content": False, "commit": True,
+                                 "pull": True, "push": True, "message": None, "jobs": 4,
+                                 "json": False, "quiet": False}
+    for a in rest:
+        flag = _SYNC_FLAGS.get(a)
+        if flag is None:
+            return None
+        values[flag[0]] = flag[1]
+    return values
+
+
+#: Hot commands: their module and a parser for the forms git, hooks and scripts use.
 FAST_COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], dict[str, object] | None]]] = {
     "filter-process": ("filter_process_cmd", _fast_filter_process),
     "smudge": ("smudge_cmd", _fast_smudge),
+    # A sync of a large repository takes ~0.2 s: argparse and the listing of the
+    # command modules would be ~10 ms of it.
+    "sync": ("sync_cmd", _fast_sync),
 }
 
 

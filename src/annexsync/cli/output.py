@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ def json_record(command: str, *, success: bool, file: str | None = None,
 
 
 def emit_json(rec: Mapping[str, Any], out: TextIO | None = None) -> None:
+    import json  # only --json needs it (start-up of every command)
+
     out = out or sys.stdout
     out.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from annexsync.cli.common import open_repo
 from annexsync.cli.output import emit_json, json_record
-from annexsync.sync.gitsync import GitSync, SyncOptions
+from annexsync.sync.status import PendingStatus, merge_in_progress
 
 NAME = "sync"
 HELP = "commit, pull, merge and push: sync with remotes (like 'git annex sync')"
@@ -50,6 +50,13 @@ def build_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_repo() as repo:
+        # The work-tree scan (git status) starts first and runs while the rest of
+        # annexsync is imported (see annexsync.sync.status).
+        pending = None
+        if args.commit and not repo.bare and not merge_in_progress(repo):
+            pending = PendingStatus(repo)
+        from annexsync.sync.gitsync import GitSync, SyncOptions
+
         def event(kind: str, data: dict[str, Any]) -> None:
             if args.json:
                 emit_json(json_record("sync", success=kind != "remote-failed",
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 elif kind == "add-failed":
                     print(f"add {data['file']} failed: {data['error']}", file=sys.stderr)
 
-        syncer = GitSync(repo, on_event=event)
+        syncer = GitSync(repo, on_event=event, pending_status=pending)
         opts = SyncOptions(commit=args.commit, pull=args.pull, push=args.push,
                            jobs=args.jobs, remotes=args.remotes, message=args.message)
         result = syncer.sync(opts)

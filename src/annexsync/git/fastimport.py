@@ -49,14 +49,25 @@ def committer_ident(git: Git, config: GitConfig | None = None) -> bytes:
     pinned or pinned in git's raw ``SECONDS +ZONE`` form; otherwise ``git var
     GIT_COMMITTER_IDENT`` decides (it parses every date format git accepts).
     """
+    return _ident(git, config, "COMMITTER")
+
+
+def author_ident(git: Git, config: GitConfig | None = None) -> bytes:
+    """:func:`committer_ident` for the author (``GIT_AUTHOR_*``), as ``commit-tree``
+    records it."""
+    return _ident(git, config, "AUTHOR")
+
+
+def _ident(git: Git, config: GitConfig | None, who: str) -> bytes:
     env = git.environ()
-    name = env.get("GIT_COMMITTER_NAME")
-    email = env.get("GIT_COMMITTER_EMAIL")
+    name = env.get(f"GIT_{who}_NAME")
+    email = env.get(f"GIT_{who}_EMAIL")
     if (name is None or email is None) and config is not None:
-        name = name or config.get("user.name")
-        email = email or config.get("user.email")
+        # git's order: environment, author.*/committer.*, user.*
+        name = name or config.get(f"{who.lower()}.name") or config.get("user.name")
+        email = email or config.get(f"{who.lower()}.email") or config.get("user.email")
     if name and email and "<" not in name + email and "\n" not in name + email:
-        date = env.get("GIT_COMMITTER_DATE")
+        date = env.get(f"GIT_{who}_DATE")
         if date is None:
             now = time.time()
             offset = time.localtime(now).tm_gmtoff // 60
@@ -66,7 +77,7 @@ def committer_ident(git: Git, config: GitConfig | None = None) -> bytes:
         if _RAW_DATE.fullmatch(date):
             # git's own raw format ("@" optional), used as is: no need to ask git.
             return f"{name} <{email}> {date.lstrip('@')}".encode()
-    return git.run("var", "GIT_COMMITTER_IDENT").strip()
+    return git.run("var", f"GIT_{who}_IDENT").strip()
 
 
 def commit_changes(
@@ -104,14 +115,19 @@ def commit_tree_changes(
     ident: bytes | None = None,
     compression: int | None = None,
     config: GitConfig | None = None,
+    author: bytes | None = None,
+    modes: Mapping[str, str] | None = None,
 ) -> str:
     """Like :func:`commit_changes`, but each change is ``("inline", bytes)``,
-    ``("oid", blob_id)`` or None (delete)."""
+    ``("oid", blob_id)`` or None (delete). ``modes`` gives some paths their own mode
+    (``mode`` is the default); without ``author`` it is the committer."""
     scratch = f"refs/annexsync/scratch/{os.getpid()}"
     ident = ident or committer_ident(git)
     msg = message.encode()
-    parts: list[bytes] = [
-        b"commit " + scratch.encode() + b"\nmark :1\n",
+    parts: list[bytes] = [b"commit " + scratch.encode() + b"\nmark :1\n"]
+    if author is not None:
+        parts.append(b"author " + author + b"\n")
+    parts += [
         b"committer " + ident + b"\n",
         b"data %d\n" % len(msg) + msg + b"\n",
     ]
@@ -119,7 +135,9 @@ def commit_tree_changes(
         parts.append(b"from " + parent.encode() + b"\n")
     for m in merge_parents:
         parts.append(b"merge " + m.encode() + b"\n")
-    for path in sorted(changes):
+    # Deletions first: a file that replaced a directory (or the reverse) must not be
+    # deleted again by the removal of the old path beneath it.
+    for path in sorted(changes, key=lambda p: (changes[p] is not None, p)):
         change = changes[path]
         qp = _quote_path(path)
         if change is None:
@@ -127,7 +145,8 @@ def commit_tree_changes(
         elif change[0] == "oid":
             oid = change[1]
             assert isinstance(oid, str)
-            parts.append(f"M {mode} {oid} ".encode() + qp + b"\n")
+            m = modes.get(path, mode) if modes else mode
+            parts.append(f"M {m} {oid} ".encode() + qp + b"\n")
         else:
             data = change[1]
             assert isinstance(data, bytes)

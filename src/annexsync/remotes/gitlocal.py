@@ -52,8 +52,10 @@ from annexsync.remotes.localfs import (
     open_dir_beneath,
     open_regular_beneath,
 )
-from annexsync.transfers.localcopy import copy_verify
-from annexsync.transfers.locationlog import LocationRecorder
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from annexsync.transfers.locationlog import LocationRecorder
 
 
 def find_git_dir(path: Path) -> tuple[Path, Path | None] | None:
@@ -229,6 +231,9 @@ class GitLocalRemote(LocalContent):
         try:
             dst = os.open(tmp_name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444,
                           dir_fd=tmp_fd)
+            # Imported here: sync imports this module for find_git_dir alone.
+            from annexsync.transfers.localcopy import copy_verify
+
             srcfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 total = copy_verify(srcfd, dst, start=0, size=None, hasher=None, meter=meter)
@@ -345,6 +350,8 @@ class GitLocalRemote(LocalContent):
         return Path(self._annex_real)
 
     def location_recorder(self) -> LocationRecorder:
+        from annexsync.transfers.locationlog import LocationRecorder
+
         git_dir, work_tree, _ = self._open()
         return LocationRecorder(AnnexRepo(Git(git_dir, work_tree)), mode="journal")
 

@@ -253,8 +253,10 @@ def _send_objects(ours: Git, theirs: Git, tips: set[str], have: set[str]) -> Non
         if count == 0:
             pack.stdout.read()
         else:
+            # (index-pack has no -q; with it, it refused every big pack, so those
+            # pushes fell back to git push.)
             args = (["unpack-objects", "-q"] if count < UNPACK_LIMIT
-                    else ["index-pack", "--stdin", "-q"])
+                    else ["index-pack", "--stdin"])
             sink = theirs.popen(*args, env=bulk_env(), stdout=subprocess.DEVNULL)
             assert sink.stdin is not None
             try:
