@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -121,7 +122,8 @@ def commit_tree_changes(
     """Like :func:`commit_changes`, but each change is ``("inline", bytes)``,
     ``("oid", blob_id)`` or None (delete). ``modes`` gives some paths their own mode
     (``mode`` is the default); without ``author`` it is the committer."""
-    scratch = f"refs/annexsync/scratch/{os.getpid()}"
+    # Per thread too: a sync commits the branch and the git-annex branch at once.
+    scratch = f"refs/annexsync/scratch/{os.getpid()}-{threading.get_ident()}"
     ident = ident or committer_ident(git)
     msg = message.encode()
     parts: list[bytes] = [b"commit " + scratch.encode() + b"\nmark :1\n"]

@@ -148,13 +148,15 @@ def local_changes(repo: AnnexRepo, pending: PendingStatus | None = None) -> Loca
 
 
 def _adder(repo: AnnexRepo, branch: AnnexBranch, changes: LocalChanges,
-           staged: list[IndexEntry], removals: list[IndexEntry]) -> Adder:
+           staged: list[IndexEntry], removals: list[IndexEntry],
+           on_staged: Callable[[], None] | None = None) -> Adder:
     """An :class:`Adder` for files :func:`local_changes` already found: it does not
     look for them again (that would be a second pass over the whole work tree), nor
     ask the index about files status showed are not staged unlocked.
 
     Its index updates carry ``removals`` too (one index write, not two), and what it
-    stages (removals included) is appended to ``staged``."""
+    stages (removals included) is appended to ``staged``; then ``on_staged`` is called
+    (the adder goes on to record locations and commit the git-annex branch)."""
     from annexsync.annex.add import Adder  # imported only when something changed
 
     class KnownChanges(Adder):
@@ -168,8 +170,50 @@ def _adder(repo: AnnexRepo, branch: AnnexBranch, changes: LocalChanges,
             super()._update_index(batch)
             staged.extend(batch)
             removals.clear()
+            if on_staged is not None:
+                on_staged()
 
     return KnownChanges(repo, branch)
+
+
+class _EarlyCommit:
+    """The commit of what was staged, built in a thread while the adder goes on to
+    commit the git-annex branch (two ``fast-import`` at once, ~20 ms each)."""
+
+    def __init__(self, build: Callable[[list[IndexEntry]], str]) -> None:
+        self._build = build
+        self._thread: threading.Thread | None = None
+        self._entries: list[IndexEntry] = []
+        self._commit: str | None = None
+        self._error: BaseException | None = None
+
+    def start(self, entries: list[IndexEntry]) -> None:
+        self.wait()
+        self._entries, self._commit, self._error = list(entries), None, None
+
+        def run() -> None:
+            try:
+                self._commit = self._build(self._entries)
+            except BaseException as e:  # handed to the caller by result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="annexsync-commit", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def result(self, entries: list[IndexEntry]) -> str:
+        """The commit of ``entries``: the one built early when they are the same."""
+        self.wait()
+        if self._entries == entries:
+            if self._error is not None:
+                raise self._error
+            if self._commit is not None:
+                return self._commit
+        return self._build(list(entries))
 
 
 def head_and_tree(repo: AnnexRepo) -> tuple[str | None, str | None]:
@@ -290,33 +334,50 @@ class GitSync:
                 pending.discard()  # it ran before the merge's index changes
                 pending = None
             resolve_conflicts(repo)
+        if pending is not None:
+            # While git status runs: the adder is needed whenever anything changed.
+            import annexsync.annex.add  # noqa: F401
         changes = local_changes(repo, pending)
         if changes.nothing:
             return None  # the index is HEAD's tree and the work tree is the index
+        head, head_tree = head_and_tree(repo)
+        fast = head is not None and not changes.staged and self._plain_commits()
+        if message is None:
+            message = f"git-annex in {self.description()}".rstrip()
         staged: list[IndexEntry] = []
         removals = [removal(p) for p in changes.deleted]
+        early: _EarlyCommit | None = None
+        if fast:
+            assert head is not None
+            parent, text = head, message
+            early = _EarlyCommit(lambda entries: self._commit_staged(parent, entries, text))
         if changes.changed:
-            for r in _adder(repo, self.branch, changes, staged, removals).add(["."]):
-                if not r.success:
-                    self.on_event("add-failed", {"file": r.file, "error": r.error})
+            on_staged = (lambda: early.start(staged)) if early is not None else None
+            try:
+                for r in _adder(repo, self.branch, changes, staged, removals,
+                                on_staged).add(["."]):
+                    if not r.success:
+                        self.on_event("add-failed", {"file": r.file, "error": r.error})
+            finally:
+                if early is not None:
+                    early.wait()
         if removals:  # the adder staged nothing (or there was nothing to add)
             update_index(repo.git, removals)
             staged += removals
-        head, head_tree = head_and_tree(repo)
-        fast = head is not None and not changes.staged and self._plain_commits()
-        if fast and not staged:
-            return None  # the index is still HEAD's tree
-        if message is None:
-            message = f"git-annex in {self.description()}".rstrip()
-        if fast:
+        if early is not None:
+            # The index is HEAD's tree plus what was staged: HEAD with those paths
+            # changed is the commit write-tree + commit-tree would make.
             assert head is not None
-            commit = self._commit_staged(head, staged, message)
+            if not staged:
+                return None  # the index is still HEAD's tree
+            commit = early.result(staged)
             self._start_tree_refresh()
             obj = repo.catfile.get(commit)
             if obj is None or _tree_of(obj.data) == head_tree:
                 return None  # what was staged is what HEAD has (a dangling commit)
         else:
             tree = write_tree(repo.git)
+            head, head_tree = head_and_tree(repo)
             if tree == head_tree:
                 return None
             commit = commit_tree(repo.git, tree, [head] if head else [], message)
