@@ -94,7 +94,8 @@ def main() -> int:
     if ga is None:
         raise SystemExit("git-annex not found")
     annexsync = [sys.executable, "-m", "annexsync"]
-    base = Path(tempfile.mkdtemp(prefix="bench-get-", dir=args.dir))
+    base = Path(tempfile.mkdtemp(prefix="bench-get-",
+                                 dir=args.dir or os.environ.get("ANNEXSYNC_BENCH_DIR")))
     env = hermetic_env(base / "home")
     env["PATH"] = os.path.dirname(ga) + os.pathsep + env["PATH"]
     env.pop("PYTHONDONTWRITEBYTECODE", None)
