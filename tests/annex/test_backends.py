@@ -140,14 +140,14 @@ def test_hash_file_refuses_non_regular_files(tmp_path: Path) -> None:
 def test_hash_file_detects_growth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "growing"
     path.write_bytes(b"x" * 1000)
-    real = backends._hash_fd
+    real = backends.hash_fd
 
-    def append_then_hash(fd: int, hasher: backends.Hasher, bufsize: int) -> int:
+    def append_then_hash(fd: int, hasher: backends.Hasher, **kw: object) -> int:
         with open(path, "ab") as f:
             f.write(b"more")
-        return real(fd, hasher, bufsize)
+        return real(fd, hasher, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(backends, "_hash_fd", append_then_hash)
+    monkeypatch.setattr(backends, "hash_fd", append_then_hash)
     with pytest.raises(FileChangedError):
         hash_file(path)
 
@@ -286,3 +286,15 @@ def test_worm_long_path_matches_sanitizer(tmp_path: Path) -> None:
     rel = "very/" * 20 + "long.txt"
     key, _ = hash_file(path, "WORM", relpath_for_worm=rel)
     assert key.name == sanitize_key_name(rel) and len(key.name) == 64
+
+
+def test_big_files_hash_the_same_with_the_read_ahead_thread(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    data = os.urandom(1 << 20) * 17 + b"tail"  # past THREADED_READ, not whole MiBs
+    assert len(data) >= backends.THREADED_READ
+    path.write_bytes(data)
+    key, _ = hash_file(path)
+    assert key.hash_digest == hashlib.sha256(data).hexdigest() and key.size == len(data)
+    assert verify_file(path, key)
+    path.write_bytes(data[:-1] + b"!")
+    assert not verify_file(path, key)

@@ -46,7 +46,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import queue
 import stat
 import threading
 import time
@@ -55,7 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from annexsync.annex.backends import Backend, Hasher, get_backend, hash_file
+from annexsync.annex.backends import Backend, get_backend, hash_fd, hash_file
 from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.keys import Key, parse_symlink_target, pointer_content, symlink_target
 from annexsync.annex.keysdb import KeysDb
@@ -106,8 +105,6 @@ INGEST_CHUNK = 32
 """Files per worker task: few futures, yet the first symlink blobs stream early."""
 SMALL_READ = 1 << 18
 """Files below this size are hashed from one ``read`` (no buffer, no readahead hint)."""
-THREADED_READ = 16 << 20
-"""Files from this size are read by a second thread while they are hashed."""
 
 _local = threading.local()
 
@@ -130,69 +127,14 @@ def hash_open_file(fd: int, size: int, backend: Backend, name: bytes) -> Key:
                 break
             hasher.update(data)
             total += len(data)
-    elif size >= THREADED_READ:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        total = _hash_with_reader(fd, hasher)
     else:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         buf: bytearray | None = getattr(_local, "buf", None)
         if buf is None:
             buf = _local.buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        total = 0
-        with open(fd, "rb", buffering=0, closefd=False) as fh:
-            while n := fh.readinto(view):
-                hasher.update(view[:n])
-                total += n
+        total = hash_fd(fd, hasher, size=size, buf=buf)
     return backend.key_from_digest(hasher.hexdigest(), total, name)
-
-
-def _hash_with_reader(fd: int, hasher: Hasher) -> int:
-    """Hash ``fd`` from its current offset while a second thread reads ahead.
-
-    Copying a big file out of the page cache costs ~1/5 of hashing it; both release
-    the GIL, so with the reads overlapped the add of a big file costs the hash alone.
-    Returns the number of bytes hashed.
-    """
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    full: queue.SimpleQueue[tuple[bytearray, int] | BaseException] = queue.SimpleQueue()
-    for _ in range(4):
-        free.put(bytearray(1 << 20))
-    stop = threading.Event()
-
-    def reader() -> None:
-        try:
-            with open(fd, "rb", buffering=0, closefd=False) as fh:
-                while not stop.is_set():
-                    b = free.get()
-                    n = fh.readinto(b) or 0
-                    full.put((b, n))
-                    if not n:
-                        return
-        except BaseException as e:  # re-raised by the hashing thread
-            full.put(e)
-
-    t = threading.Thread(target=reader, daemon=True, name="add-read")
-    t.start()
-    total = 0
-    try:
-        while True:
-            item = full.get()
-            if isinstance(item, BaseException):
-                raise item
-            b, n = item
-            if not n:
-                break
-            hasher.update(memoryview(b)[:n])
-            total += n
-            free.put(b)
-    finally:
-        stop.set()
-        free.put(bytearray(0))  # wakes the reader if it waits for a buffer
-        t.join()
-    return total
 
 
 class ChangedWhileAdding(AnnexError):

@@ -40,7 +40,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annexsync.annex.backends import Backend, get_backend, hasher_for_key, verify_file
+from annexsync.annex.backends import (
+    Backend,
+    Hasher,
+    get_backend,
+    hash_fd,
+    hasher_for_key,
+    verify_file,
+)
 from annexsync.annex.keys import Key, pointer_content, sanitize_key_name, symlink_target
 from annexsync.annex.keysdb import InodeCache, KeysDb, StagedChange
 from annexsync.annex.locks import Lock, lock_file
@@ -255,17 +262,9 @@ def _prepare_keydir(obj: Path) -> None:
         os.chmod(keydir, 0o755)
 
 
-def _hash_fd(fd: int, hasher: object) -> int:
-    buf = bytearray(_BUF)
-    view = memoryview(buf)
-    total = 0
+def _hash_fd(fd: int, hasher: Hasher) -> int:
     os.lseek(fd, 0, os.SEEK_SET)
-    update = hasher.update  # type: ignore[attr-defined]
-    with open(fd, "rb", buffering=0, closefd=False) as f:
-        while n := f.readinto(view):
-            update(view[:n])
-            total += n
-    return total
+    return hash_fd(fd, hasher, size=os.fstat(fd).st_size)
 
 
 def _tee(src_fd: int, dst_fd: int, hasher: object | None) -> int:
