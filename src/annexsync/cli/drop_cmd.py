@@ -24,7 +24,8 @@ with --from. Before dropping, annexsync proves that enough other copies exist
 path are locked for the duration of the drop, special remotes are asked whether
 they have the content, trusted repositories are believed. --force skips the check
 (the last copy can then be lost). --auto drops only files that have more copies
-than numcopies.
+than numcopies. Unlocked files holding dropped content become pointer files again
+(one that was modified since is left alone), as with git-annex.
 """
 
 
