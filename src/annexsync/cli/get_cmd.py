@@ -13,11 +13,13 @@ DESCRIPTION = """\
 Download the content of annexed files under PATH (default: all) that is not
 present here, from the cheapest available remote that the location log says has
 it (or only from REMOTE with --from). Downloads resume from a partial file, are
-verified against the key before they enter the store, and honour annex.bwlimit,
-annex.stalldetection and annex.retry. Unlocked files whose content arrives, and
-any other unlocked file with the same content, are filled in and restaged, so
-git status stays clean. With --auto, only files with fewer copies than numcopies
-are fetched. Exit status is 1 if some file could not be got.
+verified against the key before they enter the store (unless annex.verify or
+remote.NAME.annex-verify is false: then only the size is checked, and fsck is
+what finds a bad copy), and honour annex.bwlimit, annex.stalldetection and
+annex.retry. Unlocked files whose content arrives, and any other unlocked file
+with the same content, are filled in and restaged, so git status stays clean.
+With --auto, only files with fewer copies than numcopies are fetched. Exit
+status is 1 if some file could not be got.
 """
 
 
