@@ -15,6 +15,9 @@ again only when its back-off step is due, so an unreachable remote costs one att
 and one ``push-failed`` line per step (1 s, 2 s, 4 s ... capped at ``push_retry_max``),
 never one per commit. :meth:`Pusher.push_now` (the triggers: network up, drive
 mounted, ``annexsync remotechanged``) clears the back-off and pushes at once.
+
+After each round it starts git's automatic maintenance where it is due
+(:mod:`annexsync.git.maintenance`): here, and in clones it fed without receive-pack.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from annexsync.annex.keys import Key
 from annexsync.assistant.hub import Hub
+from annexsync.git.maintenance import AutoGc
 from annexsync.git.refs import rev_parse
 from annexsync.sync.gitsync import GitSync, current_branch, local_unavailable
 
@@ -42,7 +46,7 @@ class Pusher:
         self._wait_keys: set[Key] = set()
         self.sync = GitSync(hub.repo, on_event=lambda kind, data: hub.emit(self.name, kind,
                                                                            **data),
-                            fill_in_process=True)
+                            fill_in_process=True, auto_gc=AutoGc(wait=False))
         # A rejected push is answered by fetch + merge: merges touch the work tree, so
         # they take the work-tree lock and commit pending changes first.
         unlocked_merge = self.sync.merge_from
@@ -146,6 +150,9 @@ class Pusher:
                 self._backoff[spec.name] = delay
                 self._retry_at[spec.name] = now + delay
                 hub.emit(self.name, "push-failed", remote=spec.name, error=err, retry_in=delay)
+        # git's automatic maintenance, here and in the clones just fed directly
+        for git_dir in self.sync.housekeeping():
+            hub.emit(self.name, "maintenance-started", repository=str(git_dir))
 
     def _push_one(self, spec: object, branch: str | None) -> str | None:
         from annexsync.remotes.registry import RemoteSpec

@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annexsync.annex.branch import REF as ANNEX_REF
@@ -53,6 +54,7 @@ from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.logs import current_uuid_values, parse_uuid_log
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.index import IndexEntry, removal, update_index
+from annexsync.git.maintenance import AutoGc
 from annexsync.git.refs import commit_tree, update_ref, write_tree
 from annexsync.remotes.registry import RemoteSpec, remote_specs
 from annexsync.sync import localpeer
@@ -291,8 +293,15 @@ class GitSync:
 
     def __init__(self, repo: AnnexRepo, *, on_event: EventSink | None = None,
                  skip_unavailable: bool = False, fill_in_process: bool = False,
-                 pending_status: PendingStatus | None = None) -> None:
+                 pending_status: PendingStatus | None = None,
+                 auto_gc: AutoGc | None = None) -> None:
         self.repo = repo
+        # git's automatic maintenance, which our plumbing does not trigger by itself
+        # (:mod:`annexsync.git.maintenance`); the clones pushed into directly are noted
+        # in _fed until housekeeping() looks at them.
+        self.auto_gc = auto_gc or AutoGc()
+        self._fed: dict[str, LocalPeer] = {}
+        self._fed_lock = threading.Lock()
         # A status started for the next commit_local (by the sync command, before
         # it imported this module); None: commit_local runs its own.
         self.pending_status = pending_status
@@ -587,10 +596,13 @@ class GitSync:
                 specs[:0] = [(head, f"refs/heads/synced/{branch}", False, True)]
                 specs.append((head, head, False, False))
             try:
-                localpeer.push(self.repo, spec.name, peer, ours, specs)
+                updated = localpeer.push(self.repo, spec.name, peer, ours, specs)
             except NotDone:
                 pass  # git push decides (and answers a rejection)
             else:
+                if updated:
+                    with self._fed_lock:
+                        self._fed[str(peer.git.git_dir)] = peer
                 self.on_event("pushed", {"remote": spec.name})
                 return None
         git = self.repo.git
@@ -629,7 +641,9 @@ class GitSync:
         self._fetched_peers = {}
         self._in_round = True
         try:
-            return self._sync(opts, result)
+            self._sync(opts, result)
+            self.housekeeping()
+            return result
         finally:
             self._in_round = False
             self._fetched_peers = None
@@ -637,6 +651,19 @@ class GitSync:
             if self.pending_status is not None:  # --no-commit, or a failure before it
                 self.pending_status.discard()
                 self.pending_status = None
+
+    def housekeeping(self) -> list[Path]:
+        """git's automatic maintenance here and in the clones fed without receive-pack
+        (receive-pack would have run it there); returns the git dirs it started in."""
+        with self._fed_lock:
+            fed, self._fed = self._fed, {}
+        started = []
+        if self.auto_gc.check(self.repo.git, self.repo.config):
+            started.append(self.repo.git.git_dir)
+        for peer in fed.values():
+            if self.auto_gc.check(peer.git, peer.config, foreign=True):
+                started.append(peer.git.git_dir)
+        return started
 
     def _sync(self, opts: SyncOptions, result: SyncResult) -> SyncResult:
         specs = self.sync_remotes(opts.remotes)

@@ -17,8 +17,9 @@ PINNED_DATE = "1700000000 +0000"
 def hermetic_env(home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return an environment for running git / git-annex / annexsync hermetically.
 
-    ``home`` becomes HOME; a ``.gitconfig`` is *not* read (GIT_CONFIG_GLOBAL is an
-    empty file inside ``home``) and system config is disabled.
+    ``home`` becomes HOME; a ``.gitconfig`` is *not* read (GIT_CONFIG_GLOBAL is a
+    file inside ``home`` that only sets ``gc.autoDetach=false``) and system config is
+    disabled.
     """
     env = dict(os.environ if base is None else base)
     for name in list(env):
@@ -26,7 +27,9 @@ def hermetic_env(home: Path, base: Mapping[str, str] | None = None) -> dict[str,
             del env[name]
     home.mkdir(parents=True, exist_ok=True)
     gitconfig = home / "gitconfig-empty"
-    gitconfig.touch()
+    # Nothing of the user's; only git's automatic gc runs in the foreground, so a
+    # test that triggers it never has a background gc racing its cleanup.
+    gitconfig.write_text("[gc]\n\tautoDetach = false\n")
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),

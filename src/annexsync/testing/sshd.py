@@ -220,7 +220,7 @@ def session_environment(dir: Path, bin_dirs: list[str] | None = None) -> dict[st
     home = dir / "home"
     home.mkdir(exist_ok=True)
     gitconfig = home / "gitconfig-empty"
-    gitconfig.touch()
+    gitconfig.write_text("[gc]\n\tautoDetach = false\n")  # as testing.gitenv
     path = [*(bin_dirs or []), str(Path(sys.executable).parent),
             "/usr/local/bin", "/usr/bin", "/bin"]
     return {
