@@ -150,15 +150,18 @@ def local_changes(repo: AnnexRepo, pending: PendingStatus | None = None) -> Loca
 
 
 def _adder(repo: AnnexRepo, branch: AnnexBranch, changes: LocalChanges,
-           staged: list[IndexEntry], removals: list[IndexEntry],
+           staged: list[IndexEntry], removals: list[IndexEntry], index_writes: _Serial,
            on_staged: Callable[[], None] | None = None) -> Adder:
     """An :class:`Adder` for files :func:`local_changes` already found: it does not
     look for them again (that would be a second pass over the whole work tree), nor
     ask the index about files status showed are not staged unlocked.
 
-    Its index updates carry ``removals`` too (one index write, not two), and what it
-    stages (removals included) is appended to ``staged``; then ``on_staged`` is called
-    (the adder goes on to record locations and commit the git-annex branch)."""
+    Its index updates carry ``removals`` too (one index write, not two). What it
+    stages (removals included) is appended to ``staged`` and ``on_staged`` is called;
+    the index itself is written through ``index_writes``, in the background, while
+    the adder goes on to record locations and commit the git-annex branch (and the
+    caller builds its commit): rewriting a 100,000-entry index takes ~40 ms. The
+    caller waits for it before it moves HEAD."""
     from annexsync.annex.add import Adder  # imported only when something changed
 
     class KnownChanges(Adder):
@@ -169,13 +172,51 @@ def _adder(repo: AnnexRepo, branch: AnnexBranch, changes: LocalChanges,
         def _update_index(self, entries: list[IndexEntry]) -> None:
             # Removals first: a file that replaced a directory, or the reverse.
             batch = [*removals, *entries]
-            super()._update_index(batch)
             staged.extend(batch)
             removals.clear()
             if on_staged is not None:
                 on_staged()
+            index_writes.submit(lambda: Adder._update_index(self, batch))
+
+        def _finish_unlocked(self) -> None:
+            if self._unlocked:
+                index_writes.wait()  # their index entries are refreshed next
+            super()._finish_unlocked()
 
     return KnownChanges(repo, branch)
+
+
+class _Serial:
+    """Runs submitted jobs one after another in a background thread; :meth:`wait`
+    joins them and raises the first failure."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        prev = self._thread
+
+        def run() -> None:
+            if prev is not None:
+                prev.join()
+            if self._error is not None:
+                return
+            try:
+                job()
+            except BaseException as e:  # handed to the caller by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="index-write", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        t, self._thread = self._thread, None
+        if t is not None:
+            t.join()
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise e
 
 
 class _EarlyCommit:
@@ -362,14 +403,18 @@ class GitSync:
             early = _EarlyCommit(lambda entries: self._commit_staged(parent, entries, text))
         if changes.changed:
             on_staged = (lambda: early.start(staged)) if early is not None else None
+            index_writes = _Serial()
             try:
                 for r in _adder(repo, self.branch, changes, staged, removals,
-                                on_staged).add(["."]):
+                                index_writes, on_staged).add(["."]):
                     if not r.success:
                         self.on_event("add-failed", {"file": r.file, "error": r.error})
             finally:
-                if early is not None:
-                    early.wait()
+                try:
+                    index_writes.wait()  # the index has what HEAD is about to get
+                finally:
+                    if early is not None:
+                        early.wait()
         if removals:  # the adder staged nothing (or there was nothing to add)
             update_index(repo.git, removals)
             staged += removals
