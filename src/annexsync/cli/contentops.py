@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 
 from annexsync.annex.branch import AnnexBranch
@@ -66,6 +67,19 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
             dropper_or_needs = dropper or (Dropper(repo, branch, remotes, repos, tr.recorder)
                                            if getattr(args, "auto", False) else None)
 
+            seen_up: dict[str, float] = {}  # remote name -> when it was last available
+
+            def available(r: Remote) -> bool:
+                # Asked per file: a remote seen up in the last half second counts as up
+                # (one that went away meanwhile fails the transfer, which says so).
+                now = time.monotonic()
+                if now - seen_up.get(r.info.name, -1.0) < 0.5:
+                    return True
+                if r.available():
+                    seen_up[r.info.name] = now
+                    return True
+                return False
+
             def download(it: Item) -> None:
                 if store.has(it.key):
                     if plan.command == "move" and src is not None:
@@ -81,7 +95,7 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                 errors: list[str] = []
                 unavailable: list[Remote] = []
                 for r in candidates:
-                    if not r.available():
+                    if not available(r):
                         unavailable.append(r)
                         continue
                     note = f"from {r.info.name}..."

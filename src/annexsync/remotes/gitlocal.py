@@ -136,6 +136,7 @@ class GitLocalRemote(LocalContent):
         self.path = path
         self._opened: tuple[Path, Path | None, str] | None = None
         self._annex_real: str | None = None
+        self._annex_path: Path | None = None
         self._checked_at = 0.0  # when the opened repository was last seen on disk
 
     # -- opening -------------------------------------------------------------------------
@@ -166,6 +167,7 @@ class GitLocalRemote(LocalContent):
         annex = git_dir / "annex"
         annex.mkdir(exist_ok=True)
         self._annex_real = os.path.realpath(annex)
+        self._annex_path = Path(self._annex_real)
         if not is_beneath(os.path.realpath(git_dir), self._annex_real):
             raise RemoteError(f"{self.info.name}: {annex} is a symlink out of the repository")
         self._opened = (git_dir, work_tree, uuid)
@@ -346,8 +348,8 @@ class GitLocalRemote(LocalContent):
     # -- bookkeeping in the remote -----------------------------------------------------------
     def peer_annex_dir(self) -> Path:
         self._open(recent_ok=True)  # asked per key of a burst, as open_content is
-        assert self._annex_real is not None
-        return Path(self._annex_real)
+        assert self._annex_path is not None
+        return self._annex_path
 
     def location_recorder(self) -> LocationRecorder:
         from annexsync.transfers.locationlog import LocationRecorder
