@@ -284,3 +284,24 @@ def test_upload_records_both_sides(tmp_path: Path) -> None:
     other2 = AnnexRepo.find(other.top)
     assert other.uuid in locations(AnnexBranch(other2), key)
     assert ObjectStore(other.annex_dir).find(key).read_bytes() == DATA  # type: ignore
+
+
+def test_upload_to_a_local_repository_that_has_it_only_records_it(tmp_path: Path) -> None:
+    from annexsync.remotes.gitlocal import GitLocalRemote
+    from annexsync.testing.annexrepos import clone
+
+    ours = make_repo(tmp_path / "a", "a", {"f.bin": DATA})
+    other = clone(ours.top, tmp_path / "b", "b")
+    key = key_for(DATA)
+    us = GitLocalRemote(RemoteInfo(name="a", uuid=ours.uuid, kind="git",
+                                   supports_locking=True), ours.top)
+    with Transfers(other) as t:  # b fetched it itself (its assistant, say)
+        assert t.download(us, key, "f.bin").success
+    assert other.uuid not in locations(AnnexBranch(ours), key)
+    r = GitLocalRemote(RemoteInfo(name="b", uuid=other.uuid, kind="git",
+                                  supports_locking=True), other.top)
+    with Transfers(ours) as t:
+        res = t.upload(r, key, "f.bin")
+    assert res.success and res.skipped and res.bytes == 0
+    assert other.uuid in locations(AnnexBranch(ours), key)  # what we learnt is kept
+    assert not [p for p in (other.annex_dir / "transfer").rglob("*") if p.is_file()]

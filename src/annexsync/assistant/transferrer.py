@@ -344,6 +344,8 @@ class Transferrer:
             if not r.available():
                 return False
             res = tr.upload(r, job.key, job.file)
+            if res.skipped:
+                return True  # it had the content already (recorded as such)
             self._local.last_error = res.error
             self.hub.emit(self.name, "upload", file=job.file, remote=r.info.name,
                           ok=res.success, error=res.error)

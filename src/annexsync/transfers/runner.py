@@ -986,11 +986,23 @@ class Transfers:
 
     # -- uploads -------------------------------------------------------------------------
     def upload(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
-        """Send ``key`` (present here) to ``remote``; the remote stores it atomically."""
+        """Send ``key`` (present here) to ``remote``; the remote stores it atomically.
+
+        A repository on this machine that has the content already (its assistant
+        fetched it, say) is only recorded as having it: ``skipped``, no transfer."""
         res = TransferResult(key, file, Direction.UPLOAD, remote.info.name, False)
         if remote.info.readonly:
             res.error = f"{remote.info.name} is read-only"
             return self._done(res)
+        if _is_local(remote):
+            try:
+                there = remote.check_present(key)  # a stat: cheaper than the transfer
+            except (RemoteError, OSError):
+                there = False  # the transfer below says what is wrong
+            if there:
+                self.record_remote(remote, key, True)
+                res.success, res.skipped = True, True
+                return self._done(res)
         if key in self._staged_keys:
             self._commit_round()  # downloaded a moment ago: into the store first
         try:
