@@ -31,7 +31,7 @@ def add_common_args(p: argparse.ArgumentParser, *, auto: bool = True,
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--json-progress", action="store_true",
-                   help="with --json, also JSON progress lines")
+                   help="JSON output with progress lines too (implies --json)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors")
     if auto:
         p.add_argument("--auto", action="store_true",
@@ -82,8 +82,9 @@ class Reporter:
 
     def __init__(self, command: str, args: argparse.Namespace, items: Sequence[Item]) -> None:
         self.command = command
-        self.json = bool(getattr(args, "json", False))
         self.json_progress = bool(getattr(args, "json_progress", False))
+        # as in git-annex, --json-progress alone means JSON output too
+        self.json = bool(getattr(args, "json", False)) or self.json_progress
         self.quiet = bool(getattr(args, "quiet", False))
         self.failed = 0
         self.lock = threading.Lock()
