@@ -64,3 +64,13 @@ def test_a_failure_is_a_record_with_its_reason(dst: Path, tmp_path: Path) -> Non
     (rec,) = lines(out)
     assert rec["success"] is False and rec["file"] == "a.txt"
     assert rec["error-messages"]
+
+
+@pytest.mark.parametrize(("done", "total", "shown"), [
+    (32752, 300000000, "0.01%"), (21812832, 300000000, "7.27%"), (3, 3, "100%"),
+    (1, 2, "50%"), (141, 2000, "7.05%"), (1, 3, "33.33%"), (0, 5, "0%"),
+])
+def test_percent_is_written_as_git_annex_writes_it(done: int, total: int, shown: str) -> None:
+    from annexsync.cli.transferui import percent
+
+    assert percent(done, total) == shown

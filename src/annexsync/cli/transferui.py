@@ -169,7 +169,7 @@ class Reporter:
             rec: dict[str, Any] = {"action": action, "byte-progress": p.bytes_done}
             if p.total:
                 rec["total-size"] = p.total
-                rec["percent-progress"] = f"{100 * p.bytes_done / p.total:.2f}%"
+                rec["percent-progress"] = percent(p.bytes_done, p.total)
             emit_json(rec)
             sys.stdout.flush()
 
@@ -180,6 +180,14 @@ class Reporter:
             print(f"{self.command}: {self.failed} failed", file=sys.stderr)
             return 1
         return 0
+
+
+def percent(done: int, total: int) -> str:
+    """``done/total`` as git-annex writes it: two decimals at most, cut (not rounded),
+    no trailing zeros ("0.01%", "7.27%", "50%", "100%")."""
+    hundredths = done * 10000 // total
+    whole, frac = divmod(hundredths, 100)
+    return f"{whole}%" if frac == 0 else f"{whole}.{frac:02d}".rstrip("0") + "%"
 
 
 def run_jobs(items: Sequence[Item], jobs: int, work: Callable[[Item], None]) -> None:
