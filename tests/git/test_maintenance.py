@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from annexsync.git.config import GitConfig
-from annexsync.git.maintenance import AutoGc, gc_due
+from annexsync.git.maintenance import AutoGc, gc_due, maintenance_args
 from annexsync.git.runner import Git
 from annexsync.testing.annexrepos import run_cli
 
@@ -68,18 +68,74 @@ def test_pack_limit_counts_packs_without_keep(tmp_path: Path) -> None:
     assert not gc_due(tmp_path / "many", config(maintenance_auto="false"))
 
 
-def test_checks_are_rate_limited_per_repository(tmp_path: Path) -> None:
+def test_checks_are_rate_limited_and_a_started_repository_is_left_for_an_hour(
+        tmp_path: Path) -> None:
     sh(tmp_path, "git", "init", "-q")
     git = Git(tmp_path / ".git", tmp_path)
     now = [100.0]
-    auto = AutoGc(monotonic=lambda: now[0], interval=30)
-    fake_objects(git.git_dir, loose17=40)
+    auto = AutoGc(monotonic=lambda: now[0], interval=30, after_start=3600)
+    assert not auto.check(git, config())  # nothing to do
+    fake_objects(git.git_dir, loose17=40)  # (fakes: gc cannot remove them)
+    now[0] += 10
+    assert not auto.check(git, config())  # looked 10 s ago
+    now[0] += 21
     assert auto.check(git, config())
-    fake_objects(git.git_dir, loose17=40)  # (the fakes are not objects: still there)
-    assert not auto.check(git, config())  # too soon
     now[0] += 31
+    assert not auto.check(git, config())  # started a minute ago: still too many
+    now[0] += 3600
     assert auto.check(git, config())
-    assert auto.started == [git.git_dir, git.git_dir]
+
+
+def test_foreign_clones_run_nothing_of_their_own(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from annexsync.git import maintenance
+
+    git = Git(tmp_path / ".git", tmp_path)
+    monkeypatch.setitem(maintenance._git_versions, git.base_args()[0], (2, 39, 5))
+    assert maintenance_args(git, config(), foreign=False) == [
+        "maintenance", "run", "--auto", "--quiet"]
+    assert maintenance_args(git, config(), foreign=True) == [
+        "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+        "maintenance", "run", "--auto", "--quiet"]
+    hook = config(gc_recentobjectshook="echo")
+    assert maintenance_args(git, hook, foreign=True) is None
+    assert maintenance_args(git, hook, foreign=False) is not None  # ours: git runs it
+
+
+@pytest.mark.parametrize(("values", "flag"), [
+    ({}, "--detach"),
+    ({"gc_autodetach": "false"}, "--no-detach"),
+    ({"gc_autodetach": "false", "maintenance_autodetach": "true"}, "--detach"),
+    ({"maintenance_autodetach": "false"}, "--no-detach"),
+])
+def test_newer_git_is_told_whether_to_detach_as_its_commands_tell_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: dict[str, str],
+        flag: str) -> None:
+    from annexsync.git import maintenance
+
+    git = Git(tmp_path / ".git", tmp_path)
+    monkeypatch.setitem(maintenance._git_versions, git.base_args()[0], (2, 47, 0))
+    args = maintenance_args(git, config(**values), foreign=False)
+    assert args is not None and args[-1] == flag
+
+
+def test_git_version_is_read_from_git(tmp_path: Path) -> None:
+    from annexsync.git.maintenance import git_version
+
+    v = git_version(Git(tmp_path / ".git", tmp_path))
+    out = sh(tmp_path, "git", "version")
+    assert len(v) >= 2 and out.startswith(f"git version {v[0]}.{v[1]}")
+
+
+def test_gc_auto_is_read_with_gits_suffixes(tmp_path: Path) -> None:
+    fake_objects(tmp_path, loose17=5)
+    # 1k = 1024: (1024 + 255) // 256 = 4, so 5 in 17/ are too many (with the suffix
+    # misread as no number, the default 6700 would allow 27)
+    assert gc_due(tmp_path, config(gc_auto="1k"))
+    assert gc_due(tmp_path, config(gc_auto="1K"))
+    assert not gc_due(tmp_path, config(gc_auto="2m"))
+    assert config(gc_auto="2m").get_int("gc.auto", 0) == 2 << 20
+    assert config(gc_auto="x").get_int("gc.auto", 7) == 7
 
 
 def blob_id(data: bytes) -> str:

@@ -69,6 +69,7 @@ def test_a_failure_is_a_record_with_its_reason(dst: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize(("done", "total", "shown"), [
     (32752, 300000000, "0.01%"), (21812832, 300000000, "7.27%"), (3, 3, "100%"),
     (1, 2, "50%"), (141, 2000, "7.05%"), (1, 3, "33.33%"), (0, 5, "0%"),
+    (2, 3, "66.67%"), (99999, 100000, "100%"), (1001, 100000, "1%"), (10100, 100000, "10.1%"),
 ])
 def test_percent_is_written_as_git_annex_writes_it(done: int, total: int, shown: str) -> None:
     from annexsync.cli.transferui import percent

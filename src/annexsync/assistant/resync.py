@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 
 from annexsync.assistant.hub import Hub
 from annexsync.errors import AnnexError
-from annexsync.git.maintenance import AutoGc
 from annexsync.git.refs import for_each_ref
 from annexsync.remotes.registry import RemoteSpec
 from annexsync.sync.gitsync import GitSync, local_unavailable
@@ -95,8 +94,7 @@ class Resyncer:
         self.push_wait = push_wait
         self.rounds = 0
         # we report ourselves; unplugged drives are left out quietly
-        self.sync = GitSync(hub.repo, on_event=lambda k, d: None, skip_unavailable=True,
-                            auto_gc=AutoGc(wait=False))
+        self.sync = GitSync(hub.repo, on_event=lambda k, d: None, skip_unavailable=True)
 
     # -- asking ----------------------------------------------------------------------
     def request(self, remotes: Iterable[str] | None, reason: str, *,

@@ -183,11 +183,16 @@ class Reporter:
 
 
 def percent(done: int, total: int) -> str:
-    """``done/total`` as git-annex writes it: two decimals at most, cut (not rounded),
-    no trailing zeros ("0.01%", "7.27%", "50%", "100%")."""
-    hundredths = done * 10000 // total
-    whole, frac = divmod(hundredths, 100)
-    return f"{whole}%" if frac == 0 else f"{whole}.{frac:02d}".rstrip("0") + "%"
+    """``done/total`` as git-annex writes it (its ``showImprecise 2``): rounded to two
+    decimals, no trailing zeros ("0.01%", "7.27%", "50%", "100%")."""
+    n = done * 100 / total
+    whole = int(n)
+    hundredths = round((n - whole) * 100)
+    if hundredths == 100:  # carry the 1
+        whole, hundredths = whole + 1, 0
+    if hundredths == 0:
+        return f"{round(n)}%"
+    return f"{whole}." + f"{hundredths:02d}".rstrip("0") + "%"
 
 
 def run_jobs(items: Sequence[Item], jobs: int, work: Callable[[Item], None]) -> None:

@@ -47,9 +47,17 @@ class GitConfig:
         return default
 
     def get_int(self, name: str, default: int) -> int:
+        """An integer as git reads it (``10k``, ``1m``, ``2g``: binary multiples);
+        ``default`` when unset or not a number."""
         v = self.get(name)
+        if v is None:
+            return default
+        v = v.strip()
+        scale = _INT_SUFFIXES.get(v[-1:].lower(), 1)
+        if scale != 1:
+            v = v[:-1]
         try:
-            return int(v) if v is not None else default
+            return int(v) * scale
         except ValueError:
             return default
 
@@ -63,6 +71,9 @@ class GitConfig:
             if name.startswith("remote.") and name.count(".") >= 2:
                 seen.setdefault(name[len("remote."):name.rfind(".")], None)
         return list(seen)
+
+
+_INT_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def _normalize(name: str) -> str:

@@ -13,15 +13,22 @@ get slower with every day the assistant runs.
 So after a round that wrote objects, :class:`AutoGc` applies git's own test
 (:func:`gc_due`: more than ``gc.auto``/256 loose objects in ``objects/17``, or more
 than ``gc.autoPackLimit`` packs) — one or two directory listings — and only then
-starts ``git maintenance run --auto --quiet``, exactly what git's commands start.
-git decides again under its lock and, unless ``gc.autoDetach`` is false, packs in
-the background. ``maintenance.auto=false`` and ``gc.auto=0`` turn it off, as they
-do for git. In a clone we push into, its hooks do not run (``pre-auto-gc`` is code
-of another repository). Checks are rate-limited per repository (injected clock).
+starts ``git maintenance run --auto --quiet``, what git's commands start. git
+decides again under its lock and packs in the background unless
+``maintenance.autoDetach`` (falling back to ``gc.autoDetach``) is false; git 2.47
+and later are told so with ``--detach``/``--no-detach``, as git's own commands do
+(older ones leave it to ``gc``). ``maintenance.auto=false`` and ``gc.auto=0`` turn
+it off, as they do for git. In a clone we push into, nothing of that clone's own
+runs: not its hooks (``pre-auto-gc``), not its ``core.fsmonitor``, and a clone with
+a ``gc.recentObjectsHook`` is left alone. Checks are rate-limited per repository
+(injected clock), and a repository where maintenance was started is not asked
+again for an hour (git may leave loose objects it keeps on purpose, such as recent
+unreachable ones; it would be started every few seconds for nothing).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -34,6 +41,39 @@ from annexsync.git.runner import Git
 DEFAULT_GC_AUTO = 6700
 DEFAULT_PACK_LIMIT = 50
 _HEX = frozenset("0123456789abcdef")
+_DETACH_OPTION_SINCE = (2, 47)  # `git maintenance run --[no-]detach`
+_git_versions: dict[str, tuple[int, ...]] = {}
+
+
+def git_version(git: Git) -> tuple[int, ...]:
+    """The version of the git that ``git`` runs, as numbers (cached per program)."""
+    prog = git.base_args()[0]
+    v = _git_versions.get(prog)
+    if v is None:
+        out = git.run_status("version").stdout.decode(errors="replace")
+        nums = []
+        for part in out.removeprefix("git version ").split(".")[:3]:
+            digits = "".join(itertools.takewhile(str.isdigit, part))
+            if not digits:
+                break
+            nums.append(int(digits))
+        v = _git_versions[prog] = tuple(nums)
+    return v
+
+
+def maintenance_args(git: Git, cfg: GitConfig, *, foreign: bool) -> list[str] | None:
+    """The command line git's own commands would run for automatic maintenance here
+    (None: not to be run, see the module docstring)."""
+    args: list[str] = []
+    if foreign:
+        if cfg.get("gc.recentobjectshook") is not None:
+            return None
+        args += ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+    args += ["maintenance", "run", "--auto", "--quiet"]
+    if git_version(git) >= _DETACH_OPTION_SINCE:
+        detach = cfg.get_bool("maintenance.autodetach", cfg.get_bool("gc.autodetach", True))
+        args.append("--detach" if detach else "--no-detach")
+    return args
 
 
 def _count_loose(objects: Path) -> int:
@@ -75,14 +115,15 @@ class AutoGc:
     """
 
     def __init__(self, *, monotonic: Callable[[], float] = time.monotonic,
-                 interval: float = 30.0, wait: bool = True) -> None:
+                 interval: float = 30.0, after_start: float = 3600.0,
+                 wait: bool = True) -> None:
         self.monotonic = monotonic
         self.interval = interval
+        self.after_start = after_start
         self.wait = wait
-        self._checked: dict[Path, float] = {}
+        self._next: dict[Path, float] = {}  # git dir -> not checked again before
         self._running: set[Path] = set()
         self._lock = threading.Lock()
-        self.started: list[Path] = []  # git dirs maintenance was started in (reporting)
 
     def check(self, git: Git, cfg: GitConfig, *, foreign: bool = False) -> bool:
         """Start maintenance in ``git``'s repository if due; returns whether it did.
@@ -91,19 +132,19 @@ class AutoGc:
         key = git.git_dir
         now = self.monotonic()
         with self._lock:
-            last = self._checked.get(key)
-            if (last is not None and now - last < self.interval) or key in self._running:
+            if now < self._next.get(key, now) or key in self._running:
                 return False
-            self._checked[key] = now
+            self._next[key] = now + self.interval
         if not gc_due(key, cfg):
+            return False
+        args = maintenance_args(git, cfg, foreign=foreign)
+        if args is None:
             return False
         with self._lock:
             if key in self._running:
                 return False
             self._running.add(key)
-            self.started.append(key)
-        args = ["-c", "core.hooksPath=/dev/null"] if foreign else []
-        args += ["maintenance", "run", "--auto", "--quiet"]
+            self._next[key] = now + self.after_start
 
         def run() -> None:
             try:

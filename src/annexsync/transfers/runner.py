@@ -989,7 +989,8 @@ class Transfers:
         """Send ``key`` (present here) to ``remote``; the remote stores it atomically.
 
         A repository on this machine that has the content already (its assistant
-        fetched it, say) is only recorded as having it: ``skipped``, no transfer."""
+        fetched it, say) is only recorded, in our log, as having it (as git-annex's
+        ``copy --to`` does; its own log is its business): ``skipped``, no transfer."""
         res = TransferResult(key, file, Direction.UPLOAD, remote.info.name, False)
         if remote.info.readonly:
             res.error = f"{remote.info.name} is read-only"
@@ -1000,7 +1001,7 @@ class Transfers:
             except (RemoteError, OSError):
                 there = False  # the transfer below says what is wrong
             if there:
-                self.record_remote(remote, key, True)
+                self.recorder.record(key, remote.info.uuid, True)
                 res.success, res.skipped = True, True
                 return self._done(res)
         if key in self._staged_keys:
