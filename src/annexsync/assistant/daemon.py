@@ -5,7 +5,8 @@ Files (under ``.git/annex/``, where git-annex keeps its own):
 * ``daemon.pid`` — our pid (no newline), written via ``daemon.pid.new`` + rename while
   an exclusive fcntl lock on it is held for the daemon's whole life. git-annex's
   assistant takes the same lock, so the two refuse to run twice on one repository.
-* ``daemon.log`` — timestamped lines, one per event.
+* ``daemon.log`` — timestamped lines, one per event; rotated past 1 MB into
+  ``daemon.log.1`` … ``daemon.log.9``, as git-annex does (:mod:`.logfile`).
 * ``daemon.status`` — git-annex's format (``lastRunning:…``), so a git-annex assistant
   started later reads it; ``annexsync.status.json`` — our richer status for
   ``annexsync status`` (services, queue, last commit, last sync per remote, alerts,
@@ -41,6 +42,7 @@ from annexsync.annex.repo import AnnexRepo
 from annexsync.assistant.committer import Committer
 from annexsync.assistant.events import Event, EventLog
 from annexsync.assistant.hub import Hub, Settings
+from annexsync.assistant.logfile import RotatingLog
 from annexsync.assistant.merger import Merger
 from annexsync.assistant.pusher import Pusher
 from annexsync.assistant.scanner import TransferScanner
@@ -119,9 +121,8 @@ class Assistant:
             s.git_sync = False
         self.hub = Hub(repo, self.events, s)
         self._lock = None
-        self._log: Any = None
-        self._log_second = -1  # the second whose formatted stamp is _log_stamp
-        self._log_stamp = ""
+        self._log: RotatingLog | None = None
+        self._log_stamp: tuple[int, str] = (-1, "")  # a second and its formatted stamp
         self._log_flushed = 0.0
         self._status_dirty = threading.Event()
         self._stopped = threading.Event()
@@ -149,21 +150,23 @@ class Assistant:
 
     # -- events -> log and status ----------------------------------------------------
     def _on_event(self, ev: Event) -> None:
-        if self._log is not None:
+        log = self._log  # (stop() may clear it meanwhile)
+        if log is not None:
             # milliseconds: the daemon's reactions are measured in them
             second = int(ev.time)
-            if second != self._log_second:
-                self._log_second = second
-                self._log_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            stamp = f"{self._log_stamp}.{int(ev.time * 1000) % 1000:03d}"
+            cached_second, text = self._log_stamp  # one tuple: threads see a whole pair
+            if second != cached_second:
+                text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+                self._log_stamp = (second, text)
+            stamp = f"{text}.{int(ev.time * 1000) % 1000:03d}"
             data = " ".join(f"{k}={v}" for k, v in ev.data.items() if k != "trace")
+            # A burst logs a line per file: those reach the disk at most every 50 ms
+            # (any other event, such as the queue-drained that ends them, writes
+            # everything at once).
+            flush = ev.kind not in _PER_FILE_EVENTS or ev.time - self._log_flushed > 0.05
             try:
-                self._log.write(f"[{stamp}] {ev.service}: {ev.kind} {data}\n")
-                # A burst logs a line per file: those reach the disk at most every
-                # 50 ms (any other event, such as the queue-drained that ends them,
-                # writes everything at once).
-                if ev.kind not in _PER_FILE_EVENTS or ev.time - self._log_flushed > 0.05:
-                    self._log.flush()
+                log.write(f"[{stamp}] {ev.service}: {ev.kind} {data}\n", flush=flush)
+                if flush:
                     self._log_flushed = ev.time
             except (OSError, ValueError):
                 pass
@@ -208,7 +211,7 @@ class Assistant:
     def start(self) -> None:
         """Take the pid lock and start every service (returns at once)."""
         self.acquire()
-        self._log = open(self.repo.annex_dir / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115
+        self._log = RotatingLog(self.repo.annex_dir / "daemon.log")
         self.events.listen(self._on_event)
         hub = self.hub
         # Literal pathspecs: file names with * or ? are names, not patterns.
