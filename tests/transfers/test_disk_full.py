@@ -9,8 +9,6 @@ once there is room, the same command finishing from where it stopped.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +16,10 @@ from pathlib import Path
 import pytest
 
 from annexsync.testing.annexrepos import make_repo
+from annexsync.testing.privileges import need_mount_namespace
 
 BIG = "big.bin"
 SIZE = 4 << 20
-
-
-def need_mount_namespace() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a tmpfs in a private mount namespace); CI runs as root")
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) not installed")
-    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                        "mount -t tmpfs none /mnt && umount /mnt"],
-                       capture_output=True, text=True)
-    if p.returncode:
-        pytest.skip(f"the kernel forbids mount namespaces here: {p.stderr.strip()}")
 
 
 @pytest.fixture
@@ -40,6 +27,12 @@ def src(tmp_path: Path) -> Path:
     need_mount_namespace()
     data = bytes(range(256)) * (SIZE // 256)
     return make_repo(tmp_path / "src", "src", {BIG: data, "small.txt": b"fits\n"}).top
+
+
+def assert_failed_for_space(record: str) -> None:
+    rec = json.loads(record)
+    assert rec["success"] is False
+    assert any("not enough free space" in n for n in rec["error-messages"]), rec
 
 
 def in_namespace(tmp_path: Path, script: str) -> dict[str, str]:
@@ -85,9 +78,7 @@ echo "failed2=$(ls .git/annex/transfer/failed/download/*/ 2>/dev/null | wc -l)"
 echo "tmp2=$(ls .git/annex/tmp | wc -l)"
 """)
     assert out["status1"] == "1"
-    rec = json.loads(out["json1"])
-    assert rec["success"] is False
-    assert any("not enough free space" in n for n in rec["error-messages"]), rec
+    assert_failed_for_space(out["json1"])
     assert out["small1"] == "fits"  # (room enough for a small file)
     assert out["stored1"] == "0"  # nothing half-written in the store
     assert 0 < int(out["partial1"]) < SIZE  # kept for the resume
@@ -119,9 +110,7 @@ echo "failed=$(ls .git/annex/transfer/failed/upload/*/ 2>/dev/null | wc -l)"
 echo "whereis=$(annexsync whereis {BIG} | grep -c small || true)"
 """)
     assert out["status"] == "1"
-    rec = json.loads(out["json"])
-    assert rec["success"] is False
-    assert any("not enough free space" in n for n in rec["error-messages"]), rec
+    assert_failed_for_space(out["json"])
     assert out["stored"] == "0"
     assert out["failed"] == "1"
     assert out["whereis"] == "0"  # not recorded as being there

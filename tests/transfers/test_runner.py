@@ -19,7 +19,8 @@ from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.config import set_config
 from annexsync.remotes.base import KeyNotPresent, Meter, RemoteError, RemoteInfo, Sink
-from annexsync.testing.annexrepos import make_repo
+from annexsync.remotes.gitlocal import GitLocalRemote
+from annexsync.testing.annexrepos import clone, make_repo
 from annexsync.testing.clock import FakeClock
 from annexsync.transfers.info import (
     Direction,
@@ -119,7 +120,6 @@ def test_wrong_bytes_are_rejected_and_never_stored(repo: AnnexRepo) -> None:
 
 
 def test_wrong_size_from_a_local_remote_is_rejected(tmp_path: Path, repo: AnnexRepo) -> None:
-    from annexsync.remotes.gitlocal import GitLocalRemote
     from annexsync.testing.annexrepos import clone
 
     other = make_repo(tmp_path / "o", "o", {"f.bin": DATA})
@@ -268,15 +268,21 @@ def test_a_second_process_cannot_run_the_same_transfer(repo: AnnexRepo) -> None:
         assert t.download(FakeRemote(DATA), key, "f.bin").success
 
 
-def test_upload_records_both_sides(tmp_path: Path) -> None:
-    from annexsync.remotes.gitlocal import GitLocalRemote
-    from annexsync.testing.annexrepos import clone
+def local_remote(name: str, repo: AnnexRepo) -> GitLocalRemote:
+    return GitLocalRemote(RemoteInfo(name=name, uuid=repo.uuid, kind="git",
+                                     supports_locking=True), repo.top)
 
+
+def repo_and_clone(tmp_path: Path) -> tuple[AnnexRepo, AnnexRepo]:
+    """``a`` with f.bin (DATA), and ``b``, a clone of it without the content."""
     ours = make_repo(tmp_path / "a", "a", {"f.bin": DATA})
-    other = clone(ours.top, tmp_path / "b", "b")
+    return ours, clone(ours.top, tmp_path / "b", "b")
+
+
+def test_upload_records_both_sides(tmp_path: Path) -> None:
+    ours, other = repo_and_clone(tmp_path)
     key = key_for(DATA)
-    r = GitLocalRemote(RemoteInfo(name="b", uuid=other.uuid, kind="git",
-                                  supports_locking=True), other.top)
+    r = local_remote("b", other)
     with Transfers(ours) as t:
         assert t.upload(r, key, "f.bin").success
     assert other.uuid in locations(AnnexBranch(ours), key)
@@ -287,19 +293,12 @@ def test_upload_records_both_sides(tmp_path: Path) -> None:
 
 
 def test_upload_to_a_local_repository_that_has_it_only_records_it(tmp_path: Path) -> None:
-    from annexsync.remotes.gitlocal import GitLocalRemote
-    from annexsync.testing.annexrepos import clone
-
-    ours = make_repo(tmp_path / "a", "a", {"f.bin": DATA})
-    other = clone(ours.top, tmp_path / "b", "b")
+    ours, other = repo_and_clone(tmp_path)
     key = key_for(DATA)
-    us = GitLocalRemote(RemoteInfo(name="a", uuid=ours.uuid, kind="git",
-                                   supports_locking=True), ours.top)
     with Transfers(other) as t:  # b fetched it itself (its assistant, say)
-        assert t.download(us, key, "f.bin").success
+        assert t.download(local_remote("a", ours), key, "f.bin").success
     assert other.uuid not in locations(AnnexBranch(ours), key)
-    r = GitLocalRemote(RemoteInfo(name="b", uuid=other.uuid, kind="git",
-                                  supports_locking=True), other.top)
+    r = local_remote("b", other)
     with Transfers(ours) as t:
         res = t.upload(r, key, "f.bin")
     assert res.success and res.skipped and res.bytes == 0

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from annexsync.testing.daemons import Daemon, make_clones, wait_for
+from annexsync.testing.privileges import need_mount_namespace, need_root
 
 __all__ = ["Daemon", "NsDaemon", "annexsync", "git", "log_lines", "make_clones",
-           "need_netns", "need_unshare", "nsenter", "sh", "wait_for"]
+           "need_netns", "need_root", "need_unshare", "nsenter", "sh", "wait_for"]
 
 
 def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -39,21 +40,9 @@ def log_lines(d: Daemon, needle: str) -> list[str]:
     return [ln for ln in d.log().splitlines() if needle in ln]
 
 
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (namespaces, mounts); scripts/test.sh runs it as root in CI")
-
-
 def need_unshare() -> None:
-    """Skip unless a private mount namespace with a tmpfs can be made here."""
-    need_root()
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        pytest.skip("unshare/nsenter (util-linux) not installed")
-    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                        "mount -t tmpfs none /mnt && umount /mnt"],
-                       capture_output=True, text=True)
-    if p.returncode:
-        pytest.skip(f"the kernel forbids mount namespaces here: {p.stderr.strip()}")
+    """Skip unless a private mount namespace can be made here and entered with nsenter."""
+    need_mount_namespace(nsenter=True)
 
 
 def need_netns() -> None:

@@ -80,7 +80,7 @@ class RotatingLog:
     def _rotate_std(self, *, rotate_first: bool) -> None:
         """Rotate; stdout/stderr that wrote to the old file follow to the new one."""
         old = _identity(self.path)
-        following = [fd for fd in (1, 2) if old is not None and _fd_identity(fd) == old]
+        following = [fd for fd in (1, 2) if old is not None and _identity(fd) == old]
         if rotate_first:
             rotate(self.path, self.keep)
         if following:
@@ -93,17 +93,10 @@ class RotatingLog:
                 os.close(fd)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(what: Path | int) -> tuple[int, int] | None:
+    """(device, inode) of a path or an open fd; None if there is none."""
     try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _fd_identity(fd: int) -> tuple[int, int] | None:
-    try:
-        st = os.fstat(fd)
+        st = os.stat(what)
     except OSError:
         return None
     return st.st_dev, st.st_ino
