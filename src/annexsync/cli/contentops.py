@@ -136,7 +136,9 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                     if not dst.available():
                         rep.result(it, note, False, [f"{dst.info.name} is not available"])
                         return
-                    res = tr.upload(dst, it.key, it.file)
+                    # copy does nothing more with the remote's copy: small keys go
+                    # in batches (durable, stored and logged at the batch's commit)
+                    res = tr.upload(dst, it.key, it.file, staged_ok=plan.command == "copy")
                     if not res.success:
                         rep.result(it, note, False, [res.error or "failed"])
                         return

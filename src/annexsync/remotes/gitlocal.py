@@ -246,24 +246,74 @@ class GitLocalRemote(LocalContent):
             os.fsync(dst)
             os.close(dst)
             dst = -1
-            key_fd = open_dir_beneath(root, objpath[:-1], create=True)
-            try:
-                st = os.fstat(key_fd)
-                if not st.st_mode & 0o200:
-                    os.fchmod(key_fd, st.st_mode | 0o200)
-                os.rename(tmp_name, objpath[-1], src_dir_fd=tmp_fd, dst_dir_fd=key_fd)
-                os.fchmod(key_fd, 0o555)
-                os.fsync(key_fd)
-            finally:
-                os.close(key_fd)
+            self._move_in(root, objpath, tmp_fd, tmp_name, durable=True)
         except BaseException:
             if dst >= 0:
                 os.close(dst)
-            try:
-                os.unlink(tmp_name, dir_fd=tmp_fd)
-            except FileNotFoundError:
-                pass
+            _unlink_at(tmp_name, tmp_fd)
             raise
+        finally:
+            os.close(tmp_fd)
+
+    def _move_in(self, root: str, objpath: list[str], tmp_fd: int, tmp_name: str, *,
+                 durable: bool) -> None:
+        """Rename ``tmp/tmp_name`` to the object path, every directory opened beneath
+        the root without following a symlink (``durable``: and fsync the key dir)."""
+        key_fd = open_dir_beneath(root, objpath[:-1], create=True)
+        try:
+            st = os.fstat(key_fd)
+            if not st.st_mode & 0o200:
+                os.fchmod(key_fd, st.st_mode | 0o200)
+            os.rename(tmp_name, objpath[-1], src_dir_fd=tmp_fd, dst_dir_fd=key_fd)
+            os.fchmod(key_fd, 0o555)
+            if durable:
+                os.fsync(key_fd)
+        finally:
+            os.close(key_fd)
+
+    # -- small uploads in batches (transfers.runner makes them durable) ----------------------
+    def stage_object(self, key: Key, data: bytes) -> str:
+        """Write ``data`` (the verified content of ``key``) to a new file in the remote's
+        tmp directory, not synced; returns its name there, for :meth:`commit_object`
+        once the caller has made the remote's filesystem durable."""
+        if self.info.readonly:
+            raise RemoteError(f"{self.info.name} is read-only")
+        tmp_fd = open_dir_beneath(self._annex(), ["tmp"], create=True)
+        name = f"{key.key_file}.annexsync-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444,
+                         dir_fd=tmp_fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_at(name, tmp_fd)
+            raise
+        finally:
+            os.close(tmp_fd)
+        return name
+
+    def commit_object(self, key: Key, name: str) -> None:
+        """Move a file :meth:`stage_object` wrote (durable by now) into the store."""
+        root = self._annex()
+        tmp_fd = open_dir_beneath(root, ["tmp"], create=False)
+        try:
+            self._move_in(root, key.object_path(bare=self.bare).split("/"), tmp_fd, name,
+                          durable=False)
+        finally:
+            os.close(tmp_fd)
+
+    def discard_staged(self, name: str) -> None:
+        """Remove a file :meth:`stage_object` wrote (best effort)."""
+        try:
+            tmp_fd = open_dir_beneath(self._annex(), ["tmp"], create=False)
+        except (RemoteError, OSError):
+            return
+        try:
+            _unlink_at(name, tmp_fd)
         finally:
             os.close(tmp_fd)
 
@@ -359,3 +409,10 @@ class GitLocalRemote(LocalContent):
 
     def close(self) -> None:
         return None
+
+
+def _unlink_at(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass

@@ -105,6 +105,7 @@ __all__ = [
     "LocalContentRemote",
     "PeerRepoRemote",
     "Progress",
+    "StagingRemote",
     "TransferResult",
     "TransferSettings",
     "Transfers",
@@ -152,6 +153,19 @@ class PeerRepoRemote(Protocol):
     def location_recorder(self) -> LocationRecorder:
         """Records changes in its own location log (its journal)."""
         ...
+
+
+@runtime_checkable
+class StagingRemote(Protocol):
+    """A repository on this machine that takes small uploads in batches: each staged
+    in its tmp directory, then moved into its store once the caller synced its
+    filesystem (see :meth:`Transfers.upload`)."""
+
+    def stage_object(self, key: Key, data: bytes) -> str: ...
+
+    def commit_object(self, key: Key, name: str) -> None: ...
+
+    def discard_staged(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -405,6 +419,14 @@ class _Staged:
     fill: bool  # unlocked files may point at the key: fill them once it is stored
 
 
+@dataclass
+class _StagedUpload:
+    remote: Remote
+    key: Key
+    name: str  # in the remote's tmp directory
+    result: TransferResult
+
+
 class Transfers:
     """Downloads and uploads for one command; see the module docstring."""
 
@@ -431,6 +453,7 @@ class Transfers:
         self._staged_at = 0.0  # when the oldest staged file was staged
         self._staged_keys: set[Key] = set()  # staged and not yet renamed into the store
         self._moved_unsynced: list[_Staged] = []  # renamed in, awaiting a syncfs
+        self._up_staged: list[_StagedUpload] = []  # written to remotes' tmp, not synced
         self._lock = threading.Lock()
         self._staged_cond = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()
@@ -867,12 +890,14 @@ class Transfers:
 
     # -- batch commits of staged small keys ------------------------------------------------
     def commit_staged(self) -> None:
-        """Make staged small downloads durable, move them in, record and report them."""
+        """Make staged small downloads and uploads durable, move them in, record and
+        report them."""
         self._commit_round()
         with self._commit_lock:
             if self._moved_unsynced:
                 _syncfs(self._annex)
                 self._record_moved()
+        self._commit_uploads()
 
     def _commit_loop(self) -> None:
         """With ``commit_rounds`` (seconds): a thread commits what is staged once
@@ -985,12 +1010,21 @@ class Transfers:
         self._done(res)
 
     # -- uploads -------------------------------------------------------------------------
-    def upload(self, remote: Remote, key: Key, file: str | None = None) -> TransferResult:
+    def upload(self, remote: Remote, key: Key, file: str | None = None, *,
+               staged_ok: bool = False) -> TransferResult:
         """Send ``key`` (present here) to ``remote``; the remote stores it atomically.
 
         A repository on this machine that has the content already (its assistant
         fetched it, say) is only recorded, in our log, as having it (as git-annex's
-        ``copy --to`` does; its own log is its business): ``skipped``, no transfer."""
+        ``copy --to`` does; its own log is its business): ``skipped``, no transfer.
+
+        ``staged_ok`` (a caller that does nothing with the remote's copy before
+        :meth:`commit_staged`, such as ``copy --to``): a small key for a repository on
+        this machine is verified here and written to the remote's tmp directory, and
+        a batch of them is made durable with one ``syncfs`` before it is moved into
+        the remote's store, synced again and recorded — as small downloads are, instead
+        of two ``fsync`` per file. ``extra["staged"]``; a failure at the commit is
+        reported again through ``on_done`` (``extra["late"]``)."""
         res = TransferResult(key, file, Direction.UPLOAD, remote.info.name, False)
         if remote.info.readonly:
             res.error = f"{remote.info.name} is read-only"
@@ -1004,6 +1038,12 @@ class Transfers:
                 self.recorder.record(key, remote.info.uuid, True)
                 res.success, res.skipped = True, True
                 return self._done(res)
+        if (staged_ok and self.batch_durability and key.size is not None
+                and key.size < SMALL_KEY and _is_kind(remote, StagingRemote)
+                and _is_peer(remote) and key not in self._staged_keys):
+            staged = self._upload_small_local(remote, key, file, res)
+            if staged is not None:
+                return staged
         if key in self._staged_keys:
             self._commit_round()  # downloaded a moment ago: into the store first
         try:
@@ -1037,6 +1077,100 @@ class Transfers:
         self.record_remote(remote, key, True)
         res.success = True
         return self._done(res)
+
+    def _upload_small_local(self, remote: Remote, key: Key, file: str | None,
+                            res: TransferResult) -> TransferResult | None:
+        """Stage a small upload (see :meth:`upload`); None: the ordinary path runs."""
+        settings = self.settings(remote, Direction.UPLOAD)
+        if (self.rate_controller is not None or settings.bwlimit is not None
+                or settings.stall is not None):
+            return None
+        kf = key.key_file
+        uuid = remote.info.uuid.replace("/", "")
+        locks = [f"{self._annex}/transfer/upload/lck/lck.{kf}",
+                 f"{self._annex}/transfer/upload/{uuid}/lck.{kf}"]
+        if _is_peer(remote):
+            try:
+                peer_dir = cast(PeerRepoRemote, remote).peer_annex_dir()
+            except (RemoteError, OSError):
+                return None
+            locks.append(f"{peer_dir}/transfer/download/{self.uuid.replace('/', '')}/lck.{kf}")
+        for lck in locks:
+            if self._lock_dir_present(lck) and os.path.lexists(lck):
+                return None  # someone's transfer (or a stale one): the careful path
+        src = self.store.find(key)
+        if src is None:
+            return None
+        size = key.size
+        assert size is not None
+        try:
+            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, size + 1, 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        hasher = hasher_for_key(key)
+        if hasher is not None:
+            hasher.update(data)
+        if len(data) != size or (hasher is not None and hasher.hexdigest() != key.hash_digest):
+            return None  # our copy is bad: the ordinary path (and fsck) deal with it
+        try:
+            name = cast(StagingRemote, remote).stage_object(key, data)
+        except (RemoteError, OSError):
+            return None  # the ordinary path reports it properly
+        res.success, res.bytes = True, size
+        res.extra["staged"] = True
+        if self.on_progress is not None:
+            now = self.clock.monotonic()
+            self.on_progress(Progress(key, file, Direction.UPLOAD, remote.info.name, size,
+                                      size, now, now))
+        with self._lock:
+            self._up_staged.append(_StagedUpload(remote, key, name, res))
+            backlog = len(self._up_staged) >= _BATCH_FILES
+        self._done(res)
+        if backlog:
+            self._commit_uploads()
+        return res
+
+    def _commit_uploads(self) -> None:
+        """Per remote: syncfs (the staged files are durable), move them into its store,
+        syncfs (the renames are), then record where the content is."""
+        with self._commit_lock:
+            with self._lock:
+                staged, self._up_staged = self._up_staged, []
+            by_remote: dict[str, list[_StagedUpload]] = {}
+            for st in staged:
+                by_remote.setdefault(st.remote.info.uuid, []).append(st)
+            for items in by_remote.values():
+                remote = items[0].remote
+                staging = cast(StagingRemote, remote)
+                try:
+                    _syncfs(cast(PeerRepoRemote, remote).peer_annex_dir())
+                except (RemoteError, OSError) as e:
+                    for st in items:
+                        staging.discard_staged(st.name)
+                        self._late_failure(st.result, _message(e))
+                    continue
+                moved: list[_StagedUpload] = []
+                for st in items:
+                    try:
+                        staging.commit_object(st.key, st.name)
+                        moved.append(st)
+                    except (RemoteError, OSError) as e:
+                        staging.discard_staged(st.name)
+                        self._late_failure(st.result, _message(e))
+                if not moved:
+                    continue
+                try:
+                    _syncfs(cast(PeerRepoRemote, remote).peer_annex_dir())
+                except (RemoteError, OSError) as e:
+                    for st in moved:  # in place but maybe not durable: not recorded
+                        self._late_failure(st.result, _message(e))
+                    continue
+                for st in moved:
+                    self.record_remote(remote, st.key, True)
 
     def record_remote(self, remote: Remote, key: Key, present: bool) -> None:
         """Log that ``remote`` has (or lacks) ``key``: in our log and the remote's own."""
