@@ -10,7 +10,8 @@ Two scenarios, each in fresh clones, in a hermetic git environment:
    annexsync fsyncs what it stores), ``annexsync get`` (verified: SHA-256 of
    1 GiB alone takes 0.65-0.8 s on this CPU, more than ``cp``), ``annexsync get``
    with ``annex.verify=false`` (what ``cp`` does: no hash) and ``git annex get``;
-2. N small files (default 10,000): ``annexsync get`` and ``git annex get``.
+2. N small files (default 10,000): ``annexsync get`` and ``git annex get``;
+3. the other way: ``copy --to`` a fresh clone of ``--copy`` of them (default 2,000).
 
 Medians of R runs (default 3; the small-file git-annex run once: it takes a minute).
 
@@ -90,6 +91,8 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--copy", type=int, default=2000,
+                    help="small files copied --to a clone (git-annex: ~10 s per 1,000)")
     ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
     args = ap.parse_args()
     ga = git_annex_binary()
@@ -153,6 +156,23 @@ def main() -> int:
         print(f"  annexsync get        {m(ours_s):7.2f} s  (median of {args.runs})")
         print(f"  git annex get        {ga_s:7.2f} s")
         print(f"  speed-up             {ga_s / m(ours_s):7.1f}x")
+        # -- the other way: copy --to a fresh clone -----------------------------------
+        n_copy = min(args.small, args.copy)
+        paths = [f"d{i:02d}" for i in range(100)][: max(1, n_copy * 100 // args.small)]
+        ours_c = []
+        for i in range(args.runs):
+            d = fresh_clone(small, env, src, f"to-ours-{i}", annexsync)
+            sh(src, env, "git", "remote", "add", f"to-ours-{i}", str(d))
+            ours_c.append(timed(src, env, *annexsync, "copy", "--quiet", "--to",
+                                f"to-ours-{i}", *paths))
+        d = fresh_clone(small, env, src, "to-theirs", [ga])
+        sh(src, env, "git", "remote", "add", "to-theirs", str(d))
+        ga_c = timed(src, env, ga, "copy", "--quiet", "--to", "to-theirs", *paths)
+        n = sum(1 for f in files if f.split("/")[0] in paths)
+        print(f"\ncopy --to a local clone, {n} small files:")
+        print(f"  annexsync copy --to  {m(ours_c):7.2f} s  (median of {args.runs})")
+        print(f"  git annex copy --to  {ga_c:7.2f} s")
+        print(f"  speed-up             {ga_c / m(ours_c):7.1f}x")
     finally:
         rmtree(base)
     return 0

@@ -35,6 +35,13 @@ fsync per small file would cost more than the copy. A crash at any point leaves
 either a temp file (garbage, removed by a later run) or durable verified content
 whose location is not yet logged (under-reporting, which fsck repairs).
 
+Uploads of small keys to a repository on this machine, where the caller allows it
+(``copy --to``: ``staged_ok``), go the same way in reverse
+(:meth:`Transfers._upload_small_local`): our copy is verified, written to the
+clone's tmp directory, and per batch one ``syncfs`` of the clone's filesystem comes
+before the renames into its store (each directory opened beneath its root, never
+through a symlink), a second one before both location logs record them.
+
 *Small keys from a local remote* (:meth:`Transfers._download_small_local`) take a
 fast path that costs no file creation beyond the temp file itself. The transfer
 lock files exist to keep two transfers of one key from writing the same
