@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,18 @@ def test_a_crash_before_the_commit_leaves_only_temporary_files(
         assert not store.has(key)  # nothing half-durable in the store
         assert dst.uuid not in locations(ours, key)  # and no claim that it is there
     # the next copy does it all
-    assert run_cli(src.top, "copy", "--to", "dst", "--quiet")[0] == 0
+    assert run_cli(src.top, "copy", "--to", "dst", "--quiet", *names)[0] == 0
     assert all(store.has(key_of(src, n)) for n in names)
+    # the clone removes the crashed sender's temp files once they are an hour old
+    # (its pid is gone), the next time it fetches small keys itself
+    left = tmp_files(dst)
+    assert len(left) == len(names)
+    old = time.time() - 2 * 3600
+    for name in left:
+        os.utime(dst.annex_dir / "tmp" / name, (old, old))
+    assert sorted(FILES)[-1] not in names
+    assert run_cli(dst.top, "get", "--quiet", sorted(FILES)[-1])[0] == 0
+    assert tmp_files(dst) == []
 
 
 def test_a_planted_symlink_in_the_clone_sends_nothing_outside_it(

@@ -70,6 +70,7 @@ import errno
 import itertools
 import os
 import queue
+import re
 import stat
 import threading
 import time
@@ -134,6 +135,7 @@ _STORE_THREADS = 2
 _TMP_PREFIX = "annexsync."
 _LOCK_DIR_TTL = 0.05
 _STALE_TMP_SECONDS = 3600.0
+_SENT_TMP = re.compile(r"\.annexsync-(\d+)-[0-9a-f]{8}$")  # remotes.gitlocal's temp names
 
 
 class VerificationFailed(RemoteError):
@@ -789,7 +791,9 @@ class Transfers:
         return hit
 
     def _sweep_tmp(self) -> None:
-        """Remove fast-path temp files left by crashed annexsync processes (once)."""
+        """Remove temp files left by crashed annexsync processes (once): our fast
+        path's, and those another repository's annexsync wrote while sending here
+        (``KEY.annexsync-PID-XXXXXXXX``), once untouched for an hour."""
         self._tmp_swept = True
         try:
             names = os.listdir(self._tmp)
@@ -797,9 +801,13 @@ class Transfers:
             return
         limit = time.time() - _STALE_TMP_SECONDS  # file times are real times
         for name in names:
-            if not name.startswith(_TMP_PREFIX):
-                continue
-            pid = name[len(_TMP_PREFIX):].partition(".")[0]
+            if name.startswith(_TMP_PREFIX):
+                pid = name[len(_TMP_PREFIX):].partition(".")[0]
+            else:
+                m = _SENT_TMP.search(name)
+                if m is None:
+                    continue
+                pid = m.group(1)
             if not pid.isdigit() or _pid_alive(int(pid)):
                 continue
             path = f"{self._tmp}/{name}"
