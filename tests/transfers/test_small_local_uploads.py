@@ -9,6 +9,7 @@ sends nothing outside it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,10 +131,59 @@ def test_a_planted_symlink_in_the_clone_sends_nothing_outside_it(
     os.symlink(outside, objects)
     code, out, err = run_cli(src.top, "copy", "--to", "dst", "--json", "d1")
     assert code == 1
-    assert '"success": false' in out
+    records = [json.loads(line) for line in out.splitlines()]
+    d1 = sorted(n for n in FILES if n.startswith("d1/"))
+    assert sorted(r["file"] for r in records) == d1  # one record per file ...
+    assert not any(r["success"] for r in records)  # ... never "ok" and then "failed"
     assert list(outside.rglob("*")) == []
     ours = AnnexBranch(AnnexRepo.find(src.top))
     for name in FILES:
         if name.startswith("d1/"):
             assert dst.uuid not in locations(ours, key_of(src, name))
     assert tmp_files(dst) == []
+
+
+def test_a_symlinked_tmp_directory_in_the_clone_is_refused(
+        pair: tuple[AnnexRepo, AnnexRepo], tmp_path: Path) -> None:
+    src, dst = pair
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tmp = dst.annex_dir / "tmp"
+    if tmp.exists():
+        os.rmdir(tmp)
+    os.symlink(outside, tmp)
+    code, _, _ = run_cli(src.top, "copy", "--to", "dst", "--quiet", "d2")
+    assert code == 1
+    assert list(outside.iterdir()) == []
+
+
+def test_content_is_durable_before_it_is_moved_in_and_moved_in_before_it_is_logged(
+        pair: tuple[AnnexRepo, AnnexRepo], monkeypatch: pytest.MonkeyPatch) -> None:
+    from annexsync.remotes.gitlocal import GitLocalRemote
+    from annexsync.transfers import runner
+
+    src, dst = pair
+    calls: list[str] = []
+    real_syncfs, real_commit = runner._syncfs, GitLocalRemote.commit_object
+    real_record = runner.Transfers.record_remote
+
+    def syncfs(path: object) -> None:
+        if str(path).startswith(str(dst.top)):
+            calls.append("syncfs")
+        real_syncfs(path)  # type: ignore[arg-type]
+
+    def commit(self: GitLocalRemote, key: Key, name: str) -> None:
+        assert calls and calls[-1] in ("syncfs", "move")  # the staged data is durable
+        calls.append("move")
+        real_commit(self, key, name)
+
+    def record(self: runner.Transfers, remote: object, key: Key, present: bool) -> None:
+        calls.append("record")
+        real_record(self, remote, key, present)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "_syncfs", syncfs)
+    monkeypatch.setattr(GitLocalRemote, "commit_object", commit)
+    monkeypatch.setattr(runner.Transfers, "record_remote", record)
+    assert run_cli(src.top, "copy", "--to", "dst", "--quiet", "d3")[0] == 0
+    n = sum(1 for name in FILES if name.startswith("d3/"))
+    assert calls == ["syncfs"] + ["move"] * n + ["syncfs"] + ["record"] * n

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 from annexsync.annex.branch import AnnexBranch
 from annexsync.annex.drop import Dropper
+from annexsync.annex.keys import Key
 from annexsync.annex.location import locations_many
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repos import RepoMap
@@ -47,13 +49,43 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
         rep = Reporter(plan.command, args, items)
         dropper: Dropper | None = None
 
-        def late(res: TransferResult) -> None:
-            if res.extra.get("late"):
-                it = next((i for i in items if i.key == res.key), None)
-                if it is not None:
-                    rep.result(it, None, False, [res.error or "failed"])
+        by_key: dict[Key, Item] = {}
+        for i in items:
+            by_key.setdefault(i.key, i)
+        # Small transfers are staged and made durable in batches: get and copy report
+        # them once final (committed, or failed at the commit), so a file is never
+        # reported both ok and failed. key -> the note its report carries.
+        deferred: dict[Key, str] = {}
+        deferred_lock = threading.Lock()
 
-        with Transfers(repo, on_progress=rep.progress, on_done=late) as tr:
+        def defer(it: Item, note: str) -> None:
+            if plan.command != "move":  # move reports after its drop
+                with deferred_lock:
+                    deferred[it.key] = note
+
+        def undefer(it: Item, res: TransferResult) -> bool:
+            """Whether ``res`` is reported later (staged), else forget the deferral."""
+            if res.extra.get("staged") and plan.command != "move":
+                return True
+            with deferred_lock:
+                deferred.pop(it.key, None)
+            return False
+
+        def final(res: TransferResult) -> None:
+            late, committed = res.extra.get("late"), res.extra.get("committed")
+            if not (late or committed):
+                return
+            with deferred_lock:
+                note = deferred.pop(res.key, None)
+            it = by_key.get(res.key)
+            if it is None:
+                return
+            if note is not None:
+                rep.result(it, note, not late, [res.error or "failed"] if late else [])
+            elif late:
+                rep.result(it, None, False, [res.error or "failed"])
+
+        with Transfers(repo, on_progress=rep.progress, on_done=final) as tr:
             if plan.command == "move":
                 dropper = Dropper(repo, branch, remotes, repos, tr.recorder)
 
@@ -100,11 +132,13 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                         continue
                     note = f"from {r.info.name}..."
                     rep.note(it, note)
+                    defer(it, note)
                     res = tr.download(r, it.key, it.file, unlocked=it.unlocked, absent=True)
+                    later = undefer(it, res)
                     if res.success:
                         if plan.command == "move":
                             _finish_move_from(it, r, note)
-                        else:
+                        elif not later:
                             rep.result(it, note, True)
                         return
                     errors.append(res.error or "failed")
@@ -138,11 +172,15 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                         return
                     # copy does nothing more with the remote's copy: small keys go
                     # in batches (durable, stored and logged at the batch's commit)
+                    defer(it, note)
                     res = tr.upload(dst, it.key, it.file, staged_ok=plan.command == "copy")
+                    later = undefer(it, res)
                     if not res.success:
                         rep.result(it, note, False, [res.error or "failed"])
                         return
                     where[it.key] = where[it.key] | {dst.info.uuid}
+                    if later:
+                        return
                 elif plan.command == "copy":
                     return  # already there according to the location log
                 if plan.command == "move":

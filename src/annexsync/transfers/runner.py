@@ -274,12 +274,21 @@ def _libc() -> ctypes.CDLL:
 
 
 def _syncfs(path: Path | str) -> None:
+    """Make everything written to ``path``'s filesystem durable; raises if it was not
+    (a write error reported by the kernel). Without ``syncfs``: ``sync``."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc().syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-    except (AttributeError, OSError):
-        os.sync()
+        try:
+            fn = _libc().syncfs
+        except AttributeError:
+            os.sync()
+            return
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSYS:
+                os.sync()
+                return
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}")
     finally:
         os.close(fd)
 
@@ -463,6 +472,7 @@ class Transfers:
         self._staged_keys: set[Key] = set()  # staged and not yet renamed into the store
         self._moved_unsynced: list[_Staged] = []  # renamed in, awaiting a syncfs
         self._up_staged: list[_StagedUpload] = []  # written to remotes' tmp, not synced
+        self._up_staged_bytes = 0
         self._lock = threading.Lock()
         self._staged_cond = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()
@@ -740,10 +750,12 @@ class Transfers:
                fill: bool) -> TransferResult:
         """Verified already; durable, stored and logged at the next batch commit.
 
-        A failure there is reported again through ``on_done`` (``extra["late"]``).
+        Reported through ``on_done`` now (``extra["staged"]``) and again once final:
+        ``extra["committed"]``, or on a failure there ``extra["late"]``.
         """
         res.success = True
         res.extra["staged"] = True
+        self._done(res)  # before a committer thread can see it
         with self._lock:
             if not self._staged:
                 self._staged_at = time.monotonic()
@@ -760,7 +772,6 @@ class Transfers:
                     self._committer.start()
                 if len(self._staged) in (1, _ROUND_FILES):
                     self._staged_cond.notify()
-        self._done(res)
         if backlog:
             self._commit_round()
         return res
@@ -910,8 +921,14 @@ class Transfers:
         self._commit_round()
         with self._commit_lock:
             if self._moved_unsynced:
-                _syncfs(self._annex)
-                self._record_moved()
+                try:
+                    _syncfs(self._annex)
+                except OSError as e:  # in the store, but not known to be durable
+                    moved, self._moved_unsynced = self._moved_unsynced, []
+                    for m in moved:
+                        self._late_failure(m.result, _message(e))
+                else:
+                    self._record_moved()
         self._commit_uploads()
 
     def _commit_loop(self) -> None:
@@ -977,6 +994,7 @@ class Transfers:
         moved, self._moved_unsynced = self._moved_unsynced, []
         for s in moved:
             self.recorder.record(s.key, self.uuid, True)
+            self._committed(s.result)
 
     def _move_all(self, staged: list[_Staged]) -> list[_Staged]:
         """Rename verified temp files into the store; returns those now in it."""
@@ -1038,8 +1056,8 @@ class Transfers:
         this machine is verified here and written to the remote's tmp directory, and
         a batch of them is made durable with one ``syncfs`` before it is moved into
         the remote's store, synced again and recorded — as small downloads are, instead
-        of two ``fsync`` per file. ``extra["staged"]``; a failure at the commit is
-        reported again through ``on_done`` (``extra["late"]``)."""
+        of two ``fsync`` per file. Reported through ``on_done`` as staged
+        (``extra["staged"]``), then ``extra["committed"]`` or, failed, ``extra["late"]``."""
         res = TransferResult(key, file, Direction.UPLOAD, remote.info.name, False)
         if remote.info.readonly:
             res.error = f"{remote.info.name} is read-only"
@@ -1102,14 +1120,16 @@ class Transfers:
             return None
         kf = key.key_file
         uuid = remote.info.uuid.replace("/", "")
-        locks = [f"{self._annex}/transfer/upload/lck/lck.{kf}",
-                 f"{self._annex}/transfer/upload/{uuid}/lck.{kf}"]
-        if _is_peer(remote):
-            try:
-                peer_dir = cast(PeerRepoRemote, remote).peer_annex_dir()
-            except (RemoteError, OSError):
-                return None
-            locks.append(f"{peer_dir}/transfer/download/{self.uuid.replace('/', '')}/lck.{kf}")
+        ours = self.uuid.replace("/", "")
+        try:
+            peer_dir = cast(PeerRepoRemote, remote).peer_annex_dir()
+            self._peer_recorder(remote)  # (a remote that cannot record fails here, early)
+        except (RemoteError, OSError):
+            return None
+        # ours for this upload, and the clone's for any download of the key into it
+        locks = [f"{self._annex}/transfer/upload/{uuid}/lck.{kf}",
+                 f"{peer_dir}/transfer/download/lck/lck.{kf}",
+                 f"{peer_dir}/transfer/download/{ours}/lck.{kf}"]
         for lck in locks:
             if self._lock_dir_present(lck) and os.path.lexists(lck):
                 return None  # someone's transfer (or a stale one): the careful path
@@ -1135,57 +1155,82 @@ class Transfers:
             name = cast(StagingRemote, remote).stage_object(key, data)
         except (RemoteError, OSError):
             return None  # the ordinary path reports it properly
+        for failed in (f"{self._annex}/transfer/failed/upload/{uuid}/{kf}",
+                       f"{peer_dir}/transfer/failed/download/{ours}/{kf}"):
+            if self._exists_cached(os.path.dirname(failed)):
+                _unlink_quiet(failed)
         res.success, res.bytes = True, size
         res.extra["staged"] = True
         if self.on_progress is not None:
             now = self.clock.monotonic()
             self.on_progress(Progress(key, file, Direction.UPLOAD, remote.info.name, size,
                                       size, now, now))
+        self._done(res)  # before the commit can see it (another thread may commit)
         with self._lock:
             self._up_staged.append(_StagedUpload(remote, key, name, res))
-            backlog = len(self._up_staged) >= _BATCH_FILES
-        self._done(res)
+            self._up_staged_bytes += size
+            backlog = (len(self._up_staged) >= _BATCH_FILES
+                       or self._up_staged_bytes >= _BATCH_BYTES)
         if backlog:
             self._commit_uploads()
         return res
 
     def _commit_uploads(self) -> None:
         """Per remote: syncfs (the staged files are durable), move them into its store,
-        syncfs (the renames are), then record where the content is."""
+        syncfs (the renames are), then record where the content is and report each
+        result ``committed`` (or, failed, ``late``)."""
         with self._commit_lock:
             with self._lock:
                 staged, self._up_staged = self._up_staged, []
+                self._up_staged_bytes = 0
             by_remote: dict[str, list[_StagedUpload]] = {}
             for st in staged:
                 by_remote.setdefault(st.remote.info.uuid, []).append(st)
             for items in by_remote.values():
-                remote = items[0].remote
-                staging = cast(StagingRemote, remote)
+                settled: set[int] = set()
                 try:
-                    _syncfs(cast(PeerRepoRemote, remote).peer_annex_dir())
-                except (RemoteError, OSError) as e:
+                    self._commit_uploads_to(items, settled)
+                except BaseException as e:
+                    why = _message(e) if isinstance(e, Exception) else "interrupted"
                     for st in items:
-                        staging.discard_staged(st.name)
-                        self._late_failure(st.result, _message(e))
-                    continue
-                moved: list[_StagedUpload] = []
-                for st in items:
-                    try:
-                        staging.commit_object(st.key, st.name)
-                        moved.append(st)
-                    except (RemoteError, OSError) as e:
-                        staging.discard_staged(st.name)
-                        self._late_failure(st.result, _message(e))
-                if not moved:
-                    continue
-                try:
-                    _syncfs(cast(PeerRepoRemote, remote).peer_annex_dir())
-                except (RemoteError, OSError) as e:
-                    for st in moved:  # in place but maybe not durable: not recorded
-                        self._late_failure(st.result, _message(e))
-                    continue
-                for st in moved:
-                    self.record_remote(remote, st.key, True)
+                        if id(st) not in settled:
+                            cast(StagingRemote, st.remote).discard_staged(st.name)
+                            self._late_failure(st.result, why)
+                    if not isinstance(e, Exception):
+                        raise
+
+    def _commit_uploads_to(self, items: list[_StagedUpload], settled: set[int]) -> None:
+        remote = items[0].remote
+        staging = cast(StagingRemote, remote)
+        annex = cast(PeerRepoRemote, remote).peer_annex_dir()
+        _syncfs(annex)
+        moved: list[_StagedUpload] = []
+        for st in items:
+            try:
+                staging.commit_object(st.key, st.name)
+                moved.append(st)
+            except (RemoteError, OSError) as e:
+                staging.discard_staged(st.name)
+                settled.add(id(st))
+                self._late_failure(st.result, _message(e))
+        if not moved:
+            return
+        try:
+            _syncfs(annex)
+        except OSError as e:
+            for st in moved:  # in place but maybe not durable: not recorded
+                settled.add(id(st))
+                self._late_failure(st.result, _message(e))
+            return
+        for st in moved:
+            self.record_remote(remote, st.key, True)
+            settled.add(id(st))
+            self._committed(st.result)
+
+    def _committed(self, res: TransferResult) -> None:
+        """A staged result is final now: durable, stored and logged."""
+        res.extra["committed"] = True
+        self._done(res)
 
     def record_remote(self, remote: Remote, key: Key, present: bool) -> None:
         """Log that ``remote`` has (or lacks) ``key``: in our log and the remote's own."""
