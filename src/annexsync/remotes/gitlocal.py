@@ -297,10 +297,15 @@ class GitLocalRemote(LocalContent):
         return name
 
     def commit_object(self, key: Key, name: str) -> None:
-        """Move a file :meth:`stage_object` wrote (durable by now) into the store."""
+        """Move a file :meth:`stage_object` wrote (durable by now) into the store;
+        if the content arrived there meanwhile (another process), it is left alone
+        and ours removed."""
         root = self._annex()
         tmp_fd = open_dir_beneath(root, ["tmp"], create=False)
         try:
+            if self.check_present(key):
+                _unlink_at(name, tmp_fd)
+                return
             self._move_in(root, key.object_path(bare=self.bare).split("/"), tmp_fd, name,
                           durable=False)
         finally:
