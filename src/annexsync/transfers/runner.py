@@ -60,7 +60,9 @@ keeps its failure records, retries and messages.
 
 Location changes go to :class:`.locationlog.LocationRecorder` (ours: batched
 commits; a local remote's: its journal); :meth:`Transfers.close` flushes
-everything. Results are reported through ``on_done`` once they are final.
+everything. Results are reported through ``on_done``: once, when final; a staged
+small transfer twice (``extra["staged"]`` when staged, then ``extra["committed"]``
+or, failed at the batch commit, ``extra["late"]``).
 """
 
 from __future__ import annotations
