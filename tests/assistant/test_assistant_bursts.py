@@ -10,10 +10,15 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from annexsync.annex.keys import Key, symlink_target
 from annexsync.annex.locks import lock_file
+from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
 from annexsync.annex.worktree import annexed_files, iter_annexed_chunks
 from annexsync.assistant.committer import Committer
@@ -21,7 +26,7 @@ from annexsync.assistant.events import EventLog
 from annexsync.assistant.hub import Hub, Settings
 from annexsync.assistant.merger import relevant_ref
 from annexsync.assistant.transferrer import Job, Transferrer
-from annexsync.testing.daemons import make_clones
+from annexsync.testing.daemons import make_clones, wait_for
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -176,3 +181,43 @@ def test_a_batch_that_fails_is_committed_by_the_next_one(tmp_path: Path) -> None
     assert c.commit_batch(batch, set()) is not None
     assert "late.bin" in git(a, "ls-files").split()
     assert git(a, "status", "--porcelain") == ""
+
+
+def test_a_download_that_fails_when_its_batch_is_committed_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from annexsync.transfers import runner
+
+    a, b = make_clones(tmp_path, 2)
+    (a / "new.bin").write_bytes(b"content that fails to enter the store once\n")
+    for repo in (a, b):
+        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
+                       check=True, capture_output=True)
+    key = Key.parse(os.path.basename(os.readlink(b / "new.bin")))
+    real_move = runner.Transfers._move_one
+    failures: list[Key] = []
+
+    def move_once_failing(self: runner.Transfers, rel: str, s: Any) -> bool:
+        if not failures:  # the first time: as if the rename into the store failed
+            failures.append(s.key)
+            self._late_failure(s.result, "injected failure")
+            return False
+        return real_move(self, rel, s)
+
+    monkeypatch.setattr(runner.Transfers, "_move_one", move_once_failing)
+    hub = hub_for(b)
+    tr = Transferrer(hub)
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        tr.enqueue(Job("download", key, "new.bin"))
+        wait_for(lambda: ObjectStore(b / ".git" / "annex").has(key), 30,
+                 what="the content, after the failed first attempt")
+    finally:
+        stop.set()
+        t.join(10)
+    assert failures == [key]
+    kinds = [(e.kind, e.data.get("ok")) for e in hub.events.since(0)
+             if e.kind == "download"]
+    assert ("download", False) in kinds  # the late failure was reported
+    assert (b / "new.bin").read_bytes() == b"content that fails to enter the store once\n"

@@ -42,7 +42,8 @@ from annexsync.assistant.hub import Hub
 from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import Remote
 from annexsync.remotes.registry import load_remotes
-from annexsync.transfers.runner import SMALL_KEY, PeerRepoRemote, Transfers
+from annexsync.transfers.info import Direction
+from annexsync.transfers.runner import SMALL_KEY, PeerRepoRemote, TransferResult, Transfers
 
 BATCH = 32
 """Most small-key jobs one slot takes at a time."""
@@ -201,7 +202,7 @@ class Transferrer:
 
     # -- the slots -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        with Transfers(self.hub.repo, commit_rounds=0.1) as tr:
+        with Transfers(self.hub.repo, commit_rounds=0.1, on_done=self._late) as tr:
             self.tr = tr
             workers = [threading.Thread(target=self._slot, args=(stop,), daemon=True,
                                         name=f"transfer-slot-{i}")
@@ -242,6 +243,23 @@ class Transferrer:
             for w in workers:
                 w.join(5)
             tr.commit_staged()
+
+    def _late(self, res: TransferResult) -> None:
+        """A staged download that failed at its batch commit, after its job had ended
+        as a success: reported, and the job goes back to be tried again."""
+        if not res.extra.get("late") or res.direction is not Direction.DOWNLOAD:
+            return
+        self.hub.emit(self.name, "download", file=res.file, remote=res.remote, ok=False,
+                      error=res.error)
+        job = Job("download", res.key, res.file, None)
+        with self.cond:
+            self.fetched.discard(res.key)
+            if job.ident not in self.known:
+                self.known.add(job.ident)
+                self.retries.append(_Retry(job, time.monotonic() + 1.0, 2.0))
+                self.state.failed += 1
+                self._dirty = True
+                self.cond.notify_all()
 
     def _promote_retries(self) -> None:
         now = time.monotonic()
