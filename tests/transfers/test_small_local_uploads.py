@@ -174,3 +174,40 @@ def test_content_is_durable_before_it_is_moved_in_and_moved_in_before_it_is_logg
     assert run_cli(src.top, "copy", "--to", "dst", "--quiet", "d3")[0] == 0
     n = sum(1 for name in FILES if name.startswith("d3/"))
     assert calls == ["syncfs"] + ["move"] * n + ["syncfs"] + ["record"] * n
+
+
+def test_move_to_a_local_clone_drops_here_only_what_the_clone_has_durably(
+        pair: tuple[AnnexRepo, AnnexRepo]) -> None:
+    src, dst = pair
+    names = sorted(n for n in FILES if n.startswith("d4/"))
+    code, out, err = run_cli(src.top, "move", "--to", "dst", "--json", "d4")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["file"] for r in records) == names  # one record per file
+    assert all(r["success"] for r in records)
+    here, there = ObjectStore(src.annex_dir), ObjectStore(dst.annex_dir)
+    ours = AnnexBranch(AnnexRepo.find(src.top))
+    for name in names:
+        key = key_of(src, name)
+        assert not here.has(key)
+        found = there.find(key)
+        assert found is not None and found.read_bytes() == FILES[name]
+        assert locations(ours, key) >= {dst.uuid} and src.uuid not in locations(ours, key)
+    assert tmp_files(dst) == []
+
+
+def test_move_keeps_what_the_clone_failed_to_store(
+        pair: tuple[AnnexRepo, AnnexRepo], tmp_path: Path) -> None:
+    src, dst = pair
+    objects = dst.annex_dir / "objects"
+    if objects.exists():
+        os.rename(objects, tmp_path / "objects.old")
+    os.symlink(tmp_path, objects)  # the commit into the clone's store is refused
+    code, out, _ = run_cli(src.top, "move", "--to", "dst", "--json", "d4")
+    assert code == 1
+    records = [json.loads(line) for line in out.splitlines()]
+    assert not any(r["success"] for r in records)
+    here = ObjectStore(src.annex_dir)
+    for name in FILES:
+        if name.startswith("d4/"):
+            assert here.find(key_of(src, name)).read_bytes() == FILES[name]  # type: ignore[union-attr]

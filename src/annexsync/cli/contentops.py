@@ -170,10 +170,10 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                     if not dst.available():
                         rep.result(it, note, False, [f"{dst.info.name} is not available"])
                         return
-                    # copy does nothing more with the remote's copy: small keys go
-                    # in batches (durable, stored and logged at the batch's commit)
+                    # Small keys go in batches (durable, stored and logged at the
+                    # batch's commit); move drops its copies once they are committed.
                     defer(it, note)
-                    res = tr.upload(dst, it.key, it.file, staged_ok=plan.command == "copy")
+                    res = tr.upload(dst, it.key, it.file, staged_ok=True)
                     later = undefer(it, res)
                     if not res.success:
                         rep.result(it, note, False, [res.error or "failed"])
@@ -181,20 +181,33 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                     where[it.key] = where[it.key] | {dst.info.uuid}
                     if later:
                         return
+                    if plan.command == "move" and res.extra.get("staged"):
+                        with deferred_lock:
+                            to_drop.append((it, note, res))
+                        return
                 elif plan.command == "copy":
                     return  # already there according to the location log
                 if plan.command == "move":
-                    assert dropper is not None
-                    d = dropper.drop_here(it.key, it.files, where[it.key],
-                                          moved_to=dst.info.uuid)
-                    rep.result(it, note, d.success, [d.error] if d.error else [],
-                               detail=list(d.unsafe.lines) if d.unsafe else [])
+                    drop_moved(it, note)
                     return
                 rep.result(it, note, True)
+
+            to_drop: list[tuple[Item, str, TransferResult]] = []  # move: staged uploads
+
+            def drop_moved(it: Item, note: str) -> None:
+                assert dropper is not None and dst is not None
+                d = dropper.drop_here(it.key, it.files, where[it.key], moved_to=dst.info.uuid)
+                rep.result(it, note, d.success, [d.error] if d.error else [],
+                           detail=list(d.unsafe.lines) if d.unsafe else [])
 
             work = upload if dst is not None else download
             try:
                 run_jobs(items, getattr(args, "jobs", 1) or 1, work)
+                if to_drop:
+                    tr.commit_staged()  # (a failure there was reported as it happened)
+                    for it, note, res in to_drop:
+                        if res.extra.get("committed"):
+                            drop_moved(it, note)
             finally:
                 if dropper_or_needs is not None:
                     dropper_or_needs.close()
