@@ -14,6 +14,8 @@ With --to REMOTE, send the content of annexed files under PATH that is present
 here and not (according to the location log) in REMOTE. With --from REMOTE, get
 content that is missing here from REMOTE. --auto copies only files that have
 fewer copies than numcopies. The location log is updated on both sides.
+Small files sent to a repository on this machine go in batches: each is
+reported once it is durably stored there.
 """
 
 

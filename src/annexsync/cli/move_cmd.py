@@ -12,7 +12,9 @@ HELP = "move the content of files to or from a remote"
 DESCRIPTION = """\
 Like copy, then drop the content from where it came from. The source copy is only
 removed once the destination's copy is verified (and locked where the remote
-supports it); a move never lowers the number of copies.
+supports it); a move never lowers the number of copies. Small files sent to a
+repository on this machine go in batches, and are dropped here only once their
+batch is durably stored there.
 """
 
 
