@@ -837,8 +837,7 @@ class Transfers:
         Returns None when the ordinary path must run instead.
         """
         settings = self.settings(remote, Direction.DOWNLOAD)
-        if (self.rate_controller is not None or settings.bwlimit is not None
-                or settings.stall is not None):
+        if self._paced(settings):
             return None
         size = key.size
         assert size is not None
@@ -861,9 +860,8 @@ class Transfers:
                 return None
             self._in_flight.add(key)
         try:
-            for lck in locks:
-                if self._lock_dir_present(lck) and os.path.lexists(lck):
-                    return None  # someone's transfer (or a stale one): the careful path
+            if self._any_lock(locks):
+                return None  # someone's transfer (or a stale one): the careful path
             if not self._tmp_swept:
                 self._sweep_tmp()
             try:
@@ -902,19 +900,38 @@ class Transfers:
         finally:
             with self._lock:
                 self._in_flight.discard(key)
-        # Success clears failed records of this transfer, as the ordinary path does.
         failed = [f"{xfer}failed/download/{uuid}"]
         if peer_dir is not None:
             failed.append(f"{peer_dir}/transfer/failed/upload/{self.uuid.replace('/', '')}")
-        for d in failed:
+        self._clear_failed(failed, kf)
+        res.bytes = size
+        self._whole(key, file, Direction.DOWNLOAD, remote, size)
+        return self._stage(key, tmp, res, size, fill)
+
+    # -- shared by the small-key fast paths ----------------------------------------------
+    def _paced(self, settings: TransferSettings) -> bool:
+        """A rate controller, bandwidth limit or stall detection wants the careful path."""
+        return (self.rate_controller is not None or settings.bwlimit is not None
+                or settings.stall is not None)
+
+    def _any_lock(self, locks: list[str]) -> bool:
+        """Does any of these transfer lock files exist (someone's transfer, or a stale
+        one)? Their directories' absence is cached briefly."""
+        return any(self._lock_dir_present(lck) and os.path.lexists(lck) for lck in locks)
+
+    def _clear_failed(self, dirs: list[str], kf: str) -> None:
+        """Success clears failed records of this transfer, as the ordinary path does."""
+        for d in dirs:
             if self._exists_cached(d):
                 _unlink_quiet(f"{d}/{kf}")
-        res.bytes = size
+
+    def _whole(self, key: Key, file: str | None, direction: Direction, remote: Remote,
+               size: int) -> None:
+        """Report a transfer that moved all its bytes at once."""
         if self.on_progress is not None:
             now = self.clock.monotonic()
-            self.on_progress(Progress(key, file, Direction.DOWNLOAD, remote.info.name, size,
-                                      size, now, now))
-        return self._stage(key, tmp, res, size, fill)
+            self.on_progress(Progress(key, file, direction, remote.info.name, size, size,
+                                      now, now))
 
     # -- batch commits of staged small keys ------------------------------------------------
     def commit_staged(self) -> None:
@@ -1117,8 +1134,7 @@ class Transfers:
                             res: TransferResult) -> TransferResult | None:
         """Stage a small upload (see :meth:`upload`); None: the ordinary path runs."""
         settings = self.settings(remote, Direction.UPLOAD)
-        if (self.rate_controller is not None or settings.bwlimit is not None
-                or settings.stall is not None):
+        if self._paced(settings):
             return None
         kf = key.key_file
         uuid = remote.info.uuid.replace("/", "")
@@ -1132,9 +1148,8 @@ class Transfers:
         locks = [f"{self._annex}/transfer/upload/{uuid}/lck.{kf}",
                  f"{peer_dir}/transfer/download/lck/lck.{kf}",
                  f"{peer_dir}/transfer/download/{ours}/lck.{kf}"]
-        for lck in locks:
-            if self._lock_dir_present(lck) and os.path.lexists(lck):
-                return None  # someone's transfer (or a stale one): the careful path
+        if self._any_lock(locks):
+            return None  # someone's transfer (or a stale one): the careful path
         src = self.store.find(key)
         if src is None:
             return None
@@ -1157,16 +1172,11 @@ class Transfers:
             name = cast(StagingRemote, remote).stage_object(key, data)
         except (RemoteError, OSError):
             return None  # the ordinary path reports it properly
-        for failed in (f"{self._annex}/transfer/failed/upload/{uuid}/{kf}",
-                       f"{peer_dir}/transfer/failed/download/{ours}/{kf}"):
-            if self._exists_cached(os.path.dirname(failed)):
-                _unlink_quiet(failed)
+        self._clear_failed([f"{self._annex}/transfer/failed/upload/{uuid}",
+                            f"{peer_dir}/transfer/failed/download/{ours}"], kf)
         res.success, res.bytes = True, size
         res.extra["staged"] = True
-        if self.on_progress is not None:
-            now = self.clock.monotonic()
-            self.on_progress(Progress(key, file, Direction.UPLOAD, remote.info.name, size,
-                                      size, now, now))
+        self._whole(key, file, Direction.UPLOAD, remote, size)
         self._done(res)  # before the commit can see it (another thread may commit)
         with self._lock:
             self._up_staged.append(_StagedUpload(remote, key, name, res))
