@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -54,3 +55,82 @@ def test_content_flows_from_the_clone_that_has_it(ab: tuple[Path, Path]) -> None
     code, _, err = annexsync(a, "sync", "--content")
     assert code == 0, err
     assert (a / "fromb.bin").read_bytes() == b"b's data"
+
+
+def _object(repo: Path, name: str, head_of: Path | None = None) -> Path:
+    """Where ``name`` (of ``head_of``'s HEAD) has its content in ``repo``'s store."""
+    target = sh(head_of or repo, "git", "cat-file", "-p", f"HEAD:{name}").strip()
+    return Path(os.path.normpath(repo / Path(name).parent / target))
+
+
+def test_a_transfer_remote_is_emptied_once_the_content_is_here(ab: tuple[Path, Path]) -> None:
+    # b gets the content in this round (a small key: staged, then committed), and a,
+    # which wants it only while no client has it, is dropped from in the same round:
+    # the drop's proof is the copy just made here.
+    a, b = ab
+    (a / "f.txt").write_text("hello\n")
+    assert annexsync(a, "sync")[0] == 0
+    assert annexsync(b, "group", "here", "client")[0] == 0
+    assert annexsync(b, "wanted", "origin", "not inallgroup=client")[0] == 0
+    code, out, err = annexsync(b, "sync", "--content")
+    assert code == 0, err
+    assert "get f.txt (from origin...) ok" in out.splitlines()
+    assert "drop f.txt (from origin...) ok" in out.splitlines()
+    assert (b / "f.txt").read_text() == "hello\n"
+    assert not _object(a, "f.txt").exists()
+    code, out, _ = annexsync(b, "whereis", "--json", "f.txt")
+    assert {w["description"] for w in json.loads(out)["whereis"]} == {"B"}
+
+
+def test_a_source_repository_drops_what_it_has_sent(ab: tuple[Path, Path]) -> None:
+    # a keeps content only until it is copied elsewhere (the standard source group):
+    # its small upload to b is committed there before a's copy is dropped.
+    a, b = ab
+    for i in range(3):
+        (a / f"photo{i}.jpg").write_bytes(b"\xff\xd8 jpeg %d" % i)
+    assert annexsync(a, "group", "here", "source")[0] == 0
+    assert annexsync(a, "wanted", "here", "standard")[0] == 0
+    code, out, err = annexsync(a, "sync", "--content")
+    assert code == 0, err
+    lines = out.splitlines()
+    for i in range(3):
+        assert f"copy photo{i}.jpg (to b...) ok" in lines
+        assert f"drop photo{i}.jpg ok" in lines
+        assert lines.index(f"copy photo{i}.jpg (to b...) ok") < lines.index(
+            f"drop photo{i}.jpg ok")
+        assert not _object(a, f"photo{i}.jpg").exists()
+        assert _object(b, f"photo{i}.jpg", a).read_bytes() == b"\xff\xd8 jpeg %d" % i
+    code, out, err = annexsync(b, "fsck")
+    assert code == 0, out + err
+
+
+def test_a_drop_that_cannot_be_proven_is_reported_with_its_reason(
+        ab: tuple[Path, Path]) -> None:
+    # The location log says b has a copy, but b cannot be reached to lock it: a keeps
+    # its copy, and says why.
+    a, b = ab
+    (a / "f.txt").write_text("hello\n")
+    assert annexsync(a, "sync", "--content")[0] == 0  # b gets it; the log says so
+    assert annexsync(a, "group", "here", "source")[0] == 0
+    assert annexsync(a, "wanted", "here", "standard")[0] == 0
+    b.rename(b.with_name("b-away"))
+    code, out, err = annexsync(a, "sync", "--content", "--no-pull", "--no-push")
+    assert code == 1
+    assert out.splitlines()[-2:] == ["drop f.txt ", "failed"]
+    assert "Could not verify the existence of the 1 necessary copy" in err, err
+    assert _object(a, "f.txt").read_text() == "hello\n"
+    code, out, _ = annexsync(a, "sync", "--content", "--no-pull", "--no-push", "--json")
+    assert code == 1
+    drop = [r for r in map(json.loads, out.splitlines()) if r["note"] == "drop"]
+    assert [(r["file"], r["remote"], r["success"]) for r in drop] == [("f.txt", "here", False)]
+    assert any("necessary copy" in m for m in drop[0]["error-messages"])
+
+
+def test_json_records_say_whether_each_move_succeeded(ab: tuple[Path, Path]) -> None:
+    a, b = ab
+    (a / "f.txt").write_text("hello\n")
+    code, out, err = annexsync(a, "sync", "--content", "--json")
+    assert code == 0, err
+    recs = [json.loads(line) for line in out.splitlines()]
+    puts = [r for r in recs if r["note"] == "put"]
+    assert [(r["file"], r["remote"], r["success"]) for r in puts] == [("f.txt", "b", True)]

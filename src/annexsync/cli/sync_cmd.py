@@ -59,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
         def event(kind: str, data: dict[str, Any]) -> None:
             if args.json:
-                emit_json(json_record("sync", success=kind != "remote-failed",
-                                      note=kind, **data))
+                ok = kind != "remote-failed" and data.get("ok", True) is not False
+                extra = {k: v for k, v in data.items() if k != "errors"}
+                emit_json(json_record("sync", success=ok, note=kind,
+                                      errors=data.get("errors"), **extra))
+            elif kind in _CONTENT:
+                _content_line(kind, data, args.quiet)
             elif kind == "remote-failed":
                 print(f"sync {data['remote']}: {data['error']}", file=sys.stderr)
             elif not args.quiet:
@@ -86,3 +90,24 @@ def run(args: argparse.Namespace) -> int:
 
             ok = sync_content(repo, syncer, result, jobs=args.jobs, on_event=event) and ok
         return 0 if ok else 1
+
+
+_CONTENT = {"get": ("get", "from"), "put": ("copy", "to"), "drop": ("drop", "from")}
+
+
+def _content_line(kind: str, data: dict[str, Any], quiet: bool) -> None:
+    """A content move of ``sync --content``, as git-annex prints it:
+    ``get FILE (from REMOTE...) ok``, or the head, the reasons on stderr, ``failed``."""
+    verb, prep = _CONTENT[kind]
+    remote = data.get("remote")
+    head = f"{verb} {data.get('file')}" + (f" ({prep} {remote}...)" if remote != "here" else "")
+    if data.get("ok"):
+        if not quiet:
+            print(f"{head} ok", flush=True)
+        return
+    print(f"{head} ", flush=True)
+    for line in data.get("errors") or [data.get("error") or "failed"]:
+        for sub in str(line).splitlines():
+            print(f"  {sub}", file=sys.stderr)
+    sys.stderr.flush()
+    print("failed", flush=True)

@@ -8,8 +8,15 @@ are merged):
 1. if this repository wants the content and lacks it, get it from the cheapest
    available remote that has it;
 2. send it to every content remote that wants it and lacks it (cheapest first);
-3. drop it from remotes, then from here, where it is no longer wanted and numcopies
-   allows (``drop --auto`` semantics, with git-annex's drop-safety proofs).
+3. once every file had 1 and 2: drop it from remotes, then from here, where it is no
+   longer wanted and numcopies allows (``drop --auto`` semantics, with git-annex's
+   drop-safety proofs).
+
+Small keys between repositories on this machine move in batches (made durable with
+one ``syncfs`` each, see :mod:`annexsync.transfers.runner`), so they are in a store
+only once their batch is committed; the drops wait for that (``commit_staged``)
+because their proofs lock the copies 1 and 2 just made. A staged move is reported
+once final; one that failed at its commit leaves the locations this round believes in.
 
 Then the location log changes are committed and pushed with a git-only round, so
 the other clones learn where content now is. The decisions come from
@@ -23,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from annexsync.annex.drop import Dropper
+from annexsync.annex.keys import Key
 from annexsync.annex.location import locations_many
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
@@ -33,7 +41,8 @@ from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import Remote
 from annexsync.remotes.registry import load_remotes
 from annexsync.sync.gitsync import GitSync, SyncOptions, SyncResult
-from annexsync.transfers.runner import Transfers
+from annexsync.transfers.info import Direction
+from annexsync.transfers.runner import TransferResult, Transfers
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -50,7 +59,13 @@ def content_remotes(repo: AnnexRepo, syncer: GitSync, names: list[str] | None = 
 def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: int = 1,
                  on_event: EventSink | None = None, remote_names: list[str] | None = None,
                  push_after: bool = True) -> bool:
-    """Transfer and drop per preferred content; returns False if anything failed."""
+    """Transfer and drop per preferred content; returns False if anything failed.
+
+    Events (``on_event``): ``get``, ``put`` and ``drop`` with ``file``, ``remote``
+    (``"here"`` for our own copy), ``ok`` and ``error``/``errors``. A small key moved
+    between repositories on this machine goes in a batch and is reported once the
+    batch is durable and stored (or failed there).
+    """
     emit = on_event or (lambda kind, data: None)
     branch = syncer.branch
     policy = ContentPolicy.from_logs(branch.read_many(ContentPolicy.LOGS))
@@ -59,19 +74,21 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
     remotes = content_remotes(repo, syncer, remote_names)
     store = ObjectStore(repo.annex_dir, bare=repo.bare)
     files = annexed_files(repo) if not repo.bare else []
-    by_key: dict[Any, list[str]] = {}
+    by_key: dict[Key, list[str]] = {}
     for f in files:
         by_key.setdefault(f.key, []).append(f.file)
     where = locations_many(branch, by_key)
-    ok = True
-    changed = False
+    state = _Round(emit, {r.info.name: r.info.uuid for r in remotes}, here)
     available = {r.info.uuid: r.available() for r in remotes}
-    with Transfers(repo) as tr:
+    with Transfers(repo, on_done=state.final) as tr:
         dropper = Dropper(repo, branch, remotes, repos, tr.recorder)
         try:
+            # Gets and sends first: small ones are only staged until commit_staged, and
+            # a drop may count on the copies they make (its proofs lock those copies).
             for key, paths in by_key.items():
                 file = paths[0]
                 locs = set(where[key])
+                state.locs[key] = locs
                 present = store.has(key)
                 if present:
                     locs.add(here)
@@ -80,16 +97,14 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                     for r in remotes:
                         if r.info.uuid in locs and available[r.info.uuid]:
                             res = tr.download(r, key, file)
-                            emit("get", {"file": file, "remote": r.info.name,
-                                         "ok": res.success, "error": res.error})
+                            state.report("get", res)
                             if res.success:
                                 present = True
                                 locs.add(here)
-                                changed = True
                                 break
                     else:
                         if any(r.info.uuid in locs for r in remotes):
-                            ok = False
+                            state.ok = False
                 # 2. send
                 if present:
                     for r in remotes:
@@ -97,15 +112,14 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                         if (u in locs or r.info.readonly or not available[u]
                                 or not policy.wants(u, file, key, frozenset(locs))):
                             continue
-                        res = tr.upload(r, key, file)
-                        emit("put", {"file": file, "remote": r.info.name,
-                                     "ok": res.success, "error": res.error})
+                        res = tr.upload(r, key, file, staged_ok=True)
+                        state.report("put", res)
                         if res.success:
                             locs.add(u)
-                            changed = True
-                        else:
-                            ok = False
-                # 3. drop where unwanted (remotes first, here last)
+            tr.commit_staged()
+            # 3. drop where unwanted (remotes first, here last)
+            for key, paths in by_key.items():
+                file, locs = paths[0], state.locs[key]
                 needs = dropper.needs(paths)
                 for r in [*remotes, None]:
                     u = here if r is None else r.info.uuid
@@ -121,16 +135,58 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                         d = dropper.drop_here(key, paths, locs - {here})
                     else:
                         d = dropper.drop_from(r, key, paths, locs)
+                    errors = ([d.error] if d.error else []) + (
+                        list(d.unsafe.lines) if d.unsafe else [])
                     emit("drop", {"file": file, "remote": "here" if r is None else r.info.name,
-                                  "ok": d.success, "error": d.error})
+                                  "ok": d.success, "error": "; ".join(errors) or None,
+                                  "errors": errors})
                     if d.success:
                         locs.discard(u)
-                        changed = True
+                        state.changed = True
+                    else:
+                        state.ok = False
         finally:
             dropper.close()
-    if changed and push_after:
+    if state.changed and push_after:
         # Tell the others where content went: commit the logs and push (no merge).
         sub = syncer.sync(SyncOptions(commit=False, pull=False, push=True,
                                       remotes=[s for s in result.remotes]))
-        ok = ok and sub.ok
-    return ok
+        state.ok = state.ok and sub.ok
+    return state.ok
+
+
+class _Round:
+    """What one content round has done: reports transfers once final, and keeps
+    the locations it believes in up to date with late failures."""
+
+    def __init__(self, emit: EventSink, uuids: dict[str, str], here: str) -> None:
+        self.emit = emit
+        self.uuids = uuids
+        self.here = here
+        self.locs: dict[Key, set[str]] = {}
+        self.ok = True
+        self.changed = False
+
+    def report(self, kind: str, res: TransferResult) -> None:
+        """A transfer's result: reported now, or (staged) by :meth:`final`."""
+        if not res.extra.get("staged"):
+            self._emit(kind, res)
+
+    def final(self, res: TransferResult) -> None:
+        """``on_done`` of the transfers: a staged result that is final now."""
+        if not (res.extra.get("committed") or res.extra.get("late")):
+            return
+        kind = "get" if res.direction is Direction.DOWNLOAD else "put"
+        if res.extra.get("late"):  # not there after all
+            locs = self.locs.get(res.key)
+            if locs is not None:
+                locs.discard(self.here if kind == "get" else self.uuids.get(res.remote, ""))
+        self._emit(kind, res)
+
+    def _emit(self, kind: str, res: TransferResult) -> None:
+        if res.success:
+            self.changed = True  # (a skipped upload was recorded in our log)
+        else:
+            self.ok = False
+        self.emit(kind, {"file": res.file, "remote": res.remote, "ok": res.success,
+                         "error": res.error, "errors": [res.error] if res.error else []})
