@@ -103,3 +103,21 @@ def test_discover_errors_and_bare(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "--bare", "b.git")
     g = discover(tmp_path / "b.git")
     assert g.bare and g.git_dir == (tmp_path / "b.git").resolve()
+
+
+def test_check_attr_answers_the_same_for_a_few_paths_and_for_a_batch(tmp_path: Path) -> None:
+    # A few paths go through the long-lived process, many through one one-shot run.
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitattributes").write_text("*.raw annex.numcopies=3\nsub/** annex.numcopies=2\n")
+    paths = [f"f{i}.raw" if i % 3 == 0 else f"sub/f{i}.txt" if i % 3 == 1 else f"f{i}.txt"
+             for i in range(100)]
+    want = [{"annex.numcopies": "3" if p.endswith(".raw") else
+             "2" if p.startswith("sub/") else None} for p in paths]
+    attrs = CheckAttr(discover(tmp_path), ["annex.numcopies"])
+    try:
+        assert attrs.get_many(paths) == want
+        assert attrs.get_many(paths[:5]) == want[:5]
+        assert [attrs.get_many([p])[0] for p in paths[:40]] == want[:40]
+    finally:
+        attrs.close()

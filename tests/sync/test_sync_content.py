@@ -134,3 +134,22 @@ def test_json_records_say_whether_each_move_succeeded(ab: tuple[Path, Path]) -> 
     recs = [json.loads(line) for line in out.splitlines()]
     puts = [r for r in recs if r["note"] == "put"]
     assert [(r["file"], r["remote"], r["success"]) for r in puts] == [("f.txt", "b", True)]
+
+
+def test_gitattributes_numcopies_keeps_a_file_where_the_others_are_dropped(
+        ab: tuple[Path, Path]) -> None:
+    a, b = ab
+    (a / ".gitattributes").write_text("*.raw annex.numcopies=2\n")
+    (a / "keep.raw").write_bytes(b"raw sensor data")
+    (a / "send.jpg").write_bytes(b"\xff\xd8 jpeg")
+    assert annexsync(a, "group", "here", "source")[0] == 0
+    assert annexsync(a, "wanted", "here", "standard")[0] == 0
+    code, out, err = annexsync(a, "sync", "--content")
+    assert code == 0, err
+    assert "drop send.jpg ok" in out.splitlines()
+    assert not _object(a, "send.jpg").exists()
+    # b has a copy too, but 2 are needed: a keeps its own, and that is no failure.
+    assert _object(b, "keep.raw", a).read_bytes() == b"raw sensor data"
+    assert _object(a, "keep.raw").read_bytes() == b"raw sensor data"
+    assert "keep.raw" not in " ".join(line for line in out.splitlines()
+                                      if line.startswith("drop"))

@@ -78,6 +78,8 @@ class Dropper:
         self._cli = (numcopies, mincopies)
         self._attrs = (CheckAttr(repo.git, ["annex.numcopies", "annex.mincopies"])
                        if not repo.bare else None)
+        # The attributes of each file asked about (a drop asks again for its decision).
+        self._file_attrs: dict[str, tuple[str | None, str | None]] = {}
         self.peer_recorders: dict[str, LocationRecorder] = {}
         self._unlocked: UnlockedContent | None = None  # opened by the first drop that needs it
 
@@ -85,8 +87,11 @@ class Dropper:
         """numcopies/mincopies for a key used by ``files``."""
         attrs: list[tuple[str | None, str | None]] = []
         if files and self._attrs is not None:
-            for a in self._attrs.get_many(list(files)):
-                attrs.append((a.get("annex.numcopies"), a.get("annex.mincopies")))
+            cache = self._file_attrs
+            missing = [f for f in files if f not in cache]
+            for f, a in zip(missing, self._attrs.get_many(missing), strict=True):
+                cache[f] = (a.get("annex.numcopies"), a.get("annex.mincopies"))
+            attrs = [cache[f] for f in files]
         return resolve_needs(file_attrs=attrs, numcopies_log=self._numcopies_log,
                              mincopies_log=self._mincopies_log,
                              git_numcopies=self._git_numcopies,

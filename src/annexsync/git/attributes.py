@@ -8,6 +8,10 @@ from subprocess import Popen
 
 from annexsync.git.runner import Git, GitError
 
+# Up to this many paths go through the long-lived process; more, through a one-shot
+# process that reads them all at once (no round trip per path).
+_FEW = 32
+
 
 class CheckAttr:
     """Answers "what is attribute A of path P" for many paths with one git process."""
@@ -28,9 +32,13 @@ class CheckAttr:
         return self._get_one(path)
 
     def get_many(self, paths: Sequence[str]) -> list[dict[str, str | None]]:
-        """Attribute values for many paths: one one-shot ``check-attr`` for the batch."""
+        """Attribute values for many paths: a few through the long-lived process (a
+        caller asking per file must not start a git per file), a batch through one
+        one-shot ``check-attr``."""
         if not paths:
             return []
+        if len(paths) <= _FEW:
+            return [self._get_one(p) for p in paths]
         payload = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
         out = self._git.run("check-attr", "--stdin", "-z", *self._attrs, input=payload)
         fields = out.split(b"\0")

@@ -36,7 +36,7 @@ from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repo import AnnexRepo
 from annexsync.annex.repos import RepoMap
 from annexsync.annex.worktree import annexed_files
-from annexsync.policy.numcopies import auto_drop_allowed, count_copies
+from annexsync.policy.numcopies import CopyNeeds, auto_drop_allowed, count_copies
 from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import Remote
 from annexsync.remotes.registry import load_remotes
@@ -120,7 +120,7 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
             # 3. drop where unwanted (remotes first, here last)
             for key, paths in by_key.items():
                 file, locs = paths[0], state.locs[key]
-                needs = dropper.needs(paths)
+                needs: CopyNeeds | None = None  # (gitattributes: only for candidates)
                 for r in [*remotes, None]:
                     u = here if r is None else r.info.uuid
                     if u not in locs or (r is not None and not available[u]):
@@ -128,6 +128,7 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                     if not policy.wants_drop(u, file, key, frozenset(locs)):
                         continue
                     have = count_copies(locs, repos.trust)
+                    needs = needs or dropper.needs(paths)
                     if not auto_drop_allowed(have, needs,
                                              dropping_untrusted=repos.trust_of(u) == "untrusted"):
                         continue
