@@ -8,7 +8,10 @@ and ../shared/bench/burst.py (N files of 1 KB into a new directory) against two
 annexsync assistants and two git-annex assistants on local clones, then measures
 the annexsync daemon's RSS with a tree of --memory files (0 to skip). --burst-runs R
 repeats the burst R times on the same pair of daemons (each into a new directory) and
-also prints the median, since shared machines are noisy.
+also prints the median, since shared machines are noisy. --drive N writes N files of
+1 KB into a clone whose assistant runs while the other clone runs none (a USB drive,
+say) and times until that clone stores them all (--latency 0 --burst 0 --memory 0
+--drive N measures only that).
 Targets (issue 6): latency median <= 0.25 s; 1,000-file burst <= 2 s; RSS <= 100 MB
 with 100,000 files.
 """
@@ -117,6 +120,42 @@ def measure(tool: str, latency_n: int, burst_n: int, burst_limit: float,
     return out
 
 
+def objects_in(repo: Path) -> int:
+    n = 0
+    for _, _, names in os.walk(repo / ".git" / "annex" / "objects"):
+        n += sum(1 for name in names if not name.endswith(".lck"))
+    return n
+
+
+def measure_drive(tool: str, n: int, limit: float) -> str:
+    """Only ``a``'s assistant runs; ``b`` is a clone nobody runs in (a drive): ``n``
+    files of 1 KB are written into ``a``; the time until ``b`` stores all of them."""
+    base = scratch(f"bench-drive-{tool}.")
+    try:
+        a, b = clones(base, tool)
+        daemon = Daemon(a).start() if tool == "annexsync" else GitAnnexAssistant(a).start()
+        try:
+            before = objects_in(b)
+            d = a / f"drive{int(time.time())}"
+            d.mkdir()
+            t0 = time.perf_counter()
+            for i in range(n):
+                (d / f"f{i}.bin").write_bytes(os.urandom(1000))
+            have = 0
+            while time.perf_counter() - t0 < limit:
+                have = objects_in(b) - before
+                if have >= n:
+                    break
+                time.sleep(0.05)
+            took = time.perf_counter() - t0
+            return (f"all {n} stored in the drive clone after {took:.2f}s" if have >= n
+                    else f"{have}/{n} stored in the drive clone after {took:.2f}s (limit)")
+        finally:
+            daemon.stop()
+    finally:
+        cleanup(base)
+
+
 def memory(n: int) -> str:
     base = scratch("bench-mem.")
     try:
@@ -155,6 +194,9 @@ def main() -> None:
     ap.add_argument("--memory", type=int, default=100000)
     ap.add_argument("--only", choices=["annexsync", "git-annex"])
     ap.add_argument("--burst-runs", type=int, default=1)
+    ap.add_argument("--drive", type=int, default=0,
+                    help="also: N files to a clone with no assistant of its own (a drive)")
+    ap.add_argument("--drive-limit", type=float, default=300)
     args = ap.parse_args()
     setup_env()
     print(f"git-annex: {sh(Path.cwd(), git_annex(), 'version', '--raw').strip()}")
@@ -165,6 +207,9 @@ def main() -> None:
                       args.burst_runs if tool == "annexsync" else 1)
         for k, v in res.items():
             print(f"{tool} {k}: {v}", flush=True)
+        if args.drive:
+            print(f"{tool} drive: {measure_drive(tool, args.drive, args.drive_limit)}",
+                  flush=True)
     if args.memory and args.only != "git-annex":
         print(f"annexsync memory: {memory(args.memory)}")
 

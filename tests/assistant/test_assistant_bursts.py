@@ -221,3 +221,50 @@ def test_a_download_that_fails_when_its_batch_is_committed_is_tried_again(
              if e.kind == "download"]
     assert ("download", False) in kinds  # the late failure was reported
     assert (b / "new.bin").read_bytes() == b"content that fails to enter the store once\n"
+
+
+def test_small_uploads_whose_commit_fails_are_tried_again(tmp_path: Path) -> None:
+    # A run of small uploads to a clone on this machine is staged in its tmp directory
+    # and committed at the run's end. Here the clone's object directory is a symlink
+    # out of it: the commit refuses (nothing is written outside), the failure is
+    # reported, and once the clone is repaired the retried jobs store everything.
+    a, b = make_clones(tmp_path, 2)
+    for i in range(6):
+        (a / f"up{i}.bin").write_bytes(b"upload %d\n" % i)
+    subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=a, check=True,
+                   capture_output=True)
+    keys = {f"up{i}.bin": Key.parse(os.path.basename(os.readlink(a / f"up{i}.bin")))
+            for i in range(6)}
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    objects = b / ".git" / "annex" / "objects"
+    if objects.exists():
+        objects.rename(b / ".git" / "annex" / "objects.aside")
+    objects.symlink_to(outside)
+    hub = hub_for(a)
+    tr = Transferrer(hub)
+    uuid_b = git(a, "config", "remote.c1.annex-uuid").strip()
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    store_b = ObjectStore(b / ".git" / "annex")
+    try:
+        for f, k in keys.items():
+            tr.enqueue(Job("upload", k, f, uuid_b))
+        wait_for(lambda: any(e.kind == "upload" and e.data.get("ok") is False
+                             for e in hub.events.since(0)), 30, what="a failed upload")
+        objects.unlink()  # repaired
+        wait_for(lambda: all(store_b.has(k) for k in keys.values()), 30,
+                 what="every key in b, after the retries")
+    finally:
+        stop.set()
+        t.join(10)
+    assert list(outside.iterdir()) == []
+    for f, k in keys.items():
+        assert store_b.find(k) is not None
+        assert Path(store_b.find(k)).read_bytes() == (a / f).read_bytes()  # type: ignore[arg-type]
+    assert [n for n in os.listdir(b / ".git" / "annex" / "tmp")
+            if ".annexsync-" in n] == []  # the staged files of the failed commit are gone
+    out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "up0.bin"],
+                         cwd=a, check=True, capture_output=True, text=True).stdout
+    assert uuid_b in out  # recorded where it is

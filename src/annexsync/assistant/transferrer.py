@@ -9,7 +9,11 @@ from the front; uploads of freshly committed files go to the front, scans append
 Small keys (under 1 MiB) are taken in runs of up to ``BATCH`` jobs per slot (never
 more than a fair share of the queue, so all slots stay busy), and the locations of a
 run's downloads are read in one batch unless the scanner already handed them over
-with the job. Every transfer goes through
+with the job. Small keys to and from a clone on this machine are staged and made
+durable in batches (one ``syncfs`` pair for many files): downloads by the store's
+committer thread, a run's uploads at the run's end; a staged transfer that then fails
+comes back through ``_late`` and is retried. The pusher counts a staged upload as
+pending until it is committed. Every transfer goes through
 :class:`annexsync.transfers.runner.Transfers` (transfer info files, verification,
 bandwidth limits, retries); a slot is released in a ``finally`` whatever happens. A
 failed job is retried with a doubling back-off.
@@ -198,7 +202,10 @@ class Transferrer:
         """Are uploads of any of ``keys`` queued or running?"""
         with self.cond:
             jobs = list(self.queue) + list(self.running.values())
-        return any(j.direction == "upload" and j.key in keys for j in jobs)
+        if any(j.direction == "upload" and j.key in keys for j in jobs):
+            return True
+        tr = self.tr
+        return tr is not None and tr.uploads_staged(keys)
 
     # -- the slots -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -245,13 +252,20 @@ class Transferrer:
             tr.commit_staged()
 
     def _late(self, res: TransferResult) -> None:
-        """A staged download that failed at its batch commit, after its job had ended
+        """A staged transfer that failed at its batch commit, after its job had ended
         as a success: reported, and the job goes back to be tried again."""
-        if not res.extra.get("late") or res.direction is not Direction.DOWNLOAD:
+        if not res.extra.get("late"):
             return
-        self.hub.emit(self.name, "download", file=res.file, remote=res.remote, ok=False,
+        if res.direction is Direction.DOWNLOAD:
+            job = Job("download", res.key, res.file, None)
+        else:
+            uuid = next((r.info.uuid for r in self.remotes() if r.info.name == res.remote),
+                        None)
+            if uuid is None:  # the remote is gone meanwhile: nothing to retry
+                return
+            job = Job("upload", res.key, res.file, uuid)
+        self.hub.emit(self.name, job.direction, file=res.file, remote=res.remote, ok=False,
                       error=res.error)
-        job = Job("download", res.key, res.file, None)
         with self.cond:
             self.fetched.discard(res.key)
             if job.ident not in self.known:
@@ -302,14 +316,26 @@ class Transferrer:
                     self.running[job.ident] = job
                 self.state.queued = len(self.queue)
             self._prefetch_locations(jobs)
-            for i, job in enumerate(jobs):
-                if stop.is_set():  # hand the rest back untouched
-                    with self.cond:
-                        for j in jobs[i:]:
-                            self.running.pop(j.ident, None)
-                            self.known.discard(j.ident)
-                    return
-                self._run_one(job, last=i == len(jobs) - 1)
+            try:
+                for i, job in enumerate(jobs):
+                    if stop.is_set():  # hand the rest back untouched
+                        with self.cond:
+                            for j in jobs[i:]:
+                                self.running.pop(j.ident, None)
+                                self.known.discard(j.ident)
+                        return
+                    self._run_one(job, last=i == len(jobs) - 1)
+            finally:
+                if jobs[0].direction == "upload" and self.tr is not None:
+                    self._commit_uploads(self.tr)
+
+    def _commit_uploads(self, tr: Transfers) -> None:
+        """The run's staged uploads into their remotes (a failure there comes back
+        through :meth:`_late`, which retries the job)."""
+        try:
+            tr.commit_uploads()
+        except Exception as e:  # noqa: BLE001 - reported; the staged ones were retried
+            self.hub.emit(self.name, "transfer-error", error=str(e))
 
     def _prefetch_locations(self, jobs: list[Job]) -> None:
         """Downloads of a run whose locations are unknown: read them in one batch."""
@@ -361,7 +387,10 @@ class Transferrer:
                 return True  # nothing to do any more
             if not r.available():
                 return False
-            res = tr.upload(r, job.key, job.file)
+            # A small upload to a clone on this machine is staged; the run it is part
+            # of is committed at its end (_slot): one syncfs pair per run, not two
+            # fsyncs per file (a USB drive pays ~10-50 ms each).
+            res = tr.upload(r, job.key, job.file, staged_ok=True)
             if res.skipped:
                 return True  # it had the content already (recorded as such)
             self._local.last_error = res.error

@@ -76,7 +76,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -475,6 +475,7 @@ class Transfers:
         self._moved_unsynced: list[_Staged] = []  # renamed in, awaiting a syncfs
         self._up_staged: list[_StagedUpload] = []  # written to remotes' tmp, not synced
         self._up_staged_bytes = 0
+        self._up_committing: list[_StagedUpload] = []  # taken by a commit in progress
         self._lock = threading.Lock()
         self._staged_cond = threading.Condition(self._lock)
         self._commit_lock = threading.Lock()
@@ -1187,6 +1188,16 @@ class Transfers:
             self._commit_uploads()
         return res
 
+    def commit_uploads(self) -> None:
+        """Make the staged small uploads durable in their remotes now, and record
+        them (a caller that stages a run of uploads and wants them there at its end)."""
+        self._commit_uploads()
+
+    def uploads_staged(self, keys: Collection[Key]) -> bool:
+        """Is an upload of any of ``keys`` staged and not committed yet?"""
+        with self._lock:
+            return any(st.key in keys for st in (*self._up_staged, *self._up_committing))
+
     def _commit_uploads(self) -> None:
         """Per remote: syncfs (the staged files are durable), move them into its store,
         syncfs (the renames are), then record where the content is and report each
@@ -1195,21 +1206,29 @@ class Transfers:
             with self._lock:
                 staged, self._up_staged = self._up_staged, []
                 self._up_staged_bytes = 0
-            by_remote: dict[str, list[_StagedUpload]] = {}
-            for st in staged:
-                by_remote.setdefault(st.remote.info.uuid, []).append(st)
-            for items in by_remote.values():
-                settled: set[int] = set()
-                try:
-                    self._commit_uploads_to(items, settled)
-                except BaseException as e:
-                    why = _message(e) if isinstance(e, Exception) else "interrupted"
-                    for st in items:
-                        if id(st) not in settled:
-                            cast(StagingRemote, st.remote).discard_staged(st.name)
-                            self._late_failure(st.result, why)
-                    if not isinstance(e, Exception):
-                        raise
+                self._up_committing = staged
+            try:
+                self._commit_uploads_of(staged)
+            finally:
+                with self._lock:
+                    self._up_committing = []
+
+    def _commit_uploads_of(self, staged: list[_StagedUpload]) -> None:
+        by_remote: dict[str, list[_StagedUpload]] = {}
+        for st in staged:
+            by_remote.setdefault(st.remote.info.uuid, []).append(st)
+        for items in by_remote.values():
+            settled: set[int] = set()
+            try:
+                self._commit_uploads_to(items, settled)
+            except BaseException as e:
+                why = _message(e) if isinstance(e, Exception) else "interrupted"
+                for st in items:
+                    if id(st) not in settled:
+                        cast(StagingRemote, st.remote).discard_staged(st.name)
+                        self._late_failure(st.result, why)
+                if not isinstance(e, Exception):
+                    raise
 
     def _commit_uploads_to(self, items: list[_StagedUpload], settled: set[int]) -> None:
         remote = items[0].remote
