@@ -7,6 +7,7 @@ the end-to-end burst is in test_e2e.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -268,3 +269,46 @@ def test_small_uploads_whose_commit_fails_are_tried_again(tmp_path: Path) -> Non
     out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "up0.bin"],
                          cwd=a, check=True, capture_output=True, text=True).stdout
     assert uuid_b in out  # recorded where it is
+
+
+def test_a_transfer_remote_is_emptied_once_the_content_arrived_here(tmp_path: Path) -> None:
+    # As git-annex's assistant: c0 only carries content until a client has it. Once
+    # c1's assistant has downloaded it (and committed it), c0's copy is dropped, the
+    # drop proven by the copy here; a file c0 still wants stays.
+    a, b = make_clones(tmp_path, 2)
+    (a / "photo.jpg").write_bytes(b"\xff\xd8 jpeg bytes")
+    (a / "keep.txt").write_bytes(b"kept in c0\n")
+    for repo in (a, b):
+        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
+                       check=True, capture_output=True)
+
+    def annexsync(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=b, check=True,
+                       capture_output=True)
+
+    annexsync("group", "here", "client")
+    annexsync("wanted", "c0", "exclude=*.jpg or not inallgroup=client")
+    keys = {f: Key.parse(os.path.basename(os.readlink(b / f))) for f in ("photo.jpg",
+                                                                         "keep.txt")}
+    hub = hub_for(b)
+    tr = Transferrer(hub)
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    store_a, store_b = ObjectStore(a / ".git" / "annex"), ObjectStore(b / ".git" / "annex")
+    try:
+        for f, k in keys.items():
+            tr.enqueue(Job("download", k, f))
+        wait_for(lambda: not store_a.has(keys["photo.jpg"]), 30, what="c0's copy dropped")
+        wait_for(lambda: any(e.kind == "queue-drained" for e in hub.events.since(0)), 30)
+    finally:
+        stop.set()
+        t.join(10)
+    assert (b / "photo.jpg").read_bytes() == b"\xff\xd8 jpeg bytes"
+    assert store_a.has(keys["keep.txt"]) and store_b.has(keys["keep.txt"])
+    drops = [(e.data.get("file"), e.data.get("remote"), e.data.get("ok"))
+             for e in hub.events.since(0) if e.kind == "drop"]
+    assert drops == [("photo.jpg", "c0", True)]
+    out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "photo.jpg"],
+                         cwd=b, check=True, capture_output=True, text=True).stdout
+    assert [w["description"] for w in json.loads(out)["whereis"]] == ["c1"]

@@ -54,7 +54,7 @@ from annexsync.errors import AnnexError
 
 STATUS_JSON = "annexsync.status.json"
 
-_PER_FILE_EVENTS = frozenset({"download", "upload"})
+_PER_FILE_EVENTS = frozenset({"download", "upload", "drop"})
 
 
 class AlreadyRunning(AnnexError):

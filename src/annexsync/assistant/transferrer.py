@@ -24,8 +24,11 @@ only after ``peer_grace`` seconds: that assistant merges the commit and download
 what it wants itself, with far fewer disk syncs than one upload per file, and the
 late upload then finds the content there. Any other clone gets it at once.
 
-When the queue drains, the location-log changes are committed and the pusher is
-poked, so other clones learn where content went. A download is followed by uploads
+When the queue drains, the location-log changes are committed, content the
+transfers since then made unwanted somewhere is dropped where numcopies allows (a
+transfer remote once a client has it, a source repository once it sent it: the
+decisions are ``sync --content``'s, :func:`annexsync.sync.content.drop_unwanted`),
+and the pusher is poked, so other clones learn where content went. A download is followed by uploads
 to the other remotes that want the content (flood fill, until the network map's
 routing replaces it).
 """
@@ -38,14 +41,17 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from annexsync.annex.drop import Dropper
 from annexsync.annex.keys import Key
 from annexsync.annex.location import locations_many
 from annexsync.annex.locks import lock_holder
 from annexsync.annex.objects import ObjectStore
+from annexsync.annex.repos import RepoMap
 from annexsync.assistant.hub import Hub
 from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import Remote
 from annexsync.remotes.registry import load_remotes
+from annexsync.sync.content import drop_unwanted
 from annexsync.transfers.info import Direction
 from annexsync.transfers.runner import SMALL_KEY, PeerRepoRemote, TransferResult, Transfers
 
@@ -103,6 +109,9 @@ class Transferrer:
         self._policy: ContentPolicy | None = None
         self._policy_tip: str | None = None
         self._dirty = False
+        # moved here or there since the last drop pass: content that may now be
+        # unwanted somewhere (a transfer remote once clients have it, say)
+        self._touched: dict[Key, str | None] = {}
         self._local = threading.local()
         self.tr: Transfers | None = None
 
@@ -242,6 +251,7 @@ class Transferrer:
                     with self.cond:
                         self.fetched.clear()
                     self.hub.branch.commit()
+                    self._drop_pass(tr)
                     if self.hub.pusher is not None:
                         self.hub.pusher.poke()
                     self.hub.emit(self.name, "queue-drained")
@@ -250,6 +260,51 @@ class Transferrer:
             for w in workers:
                 w.join(5)
             tr.commit_staged()
+
+    def _drop_pass(self, tr: Transfers) -> None:
+        """Drop what the transfers since the last pass made unwanted, where numcopies
+        allows (as git-annex's assistant does; the decisions are
+        :func:`annexsync.sync.content.drop_unwanted`'s). Runs once the queue drained
+        and everything staged is committed: a drop's proofs lock the copies just made."""
+        with self.cond:
+            touched, self._touched = self._touched, {}
+        if not touched:
+            return
+        policy = self.policy()
+        if not policy.may_drop_anything():
+            return
+        hub = self.hub
+        remotes = self.remotes()
+        here = hub.repo.uuid
+        try:
+            repos = RepoMap.load(hub.repo, hub.branch)
+            where = locations_many(hub.branch, list(touched))
+            available = {r.info.uuid: r.available() for r in remotes}
+            dropper = Dropper(hub.repo, hub.branch, remotes, repos, tr.recorder)
+        except Exception as e:  # noqa: BLE001 - reported; the next pass tries again
+            hub.emit(self.name, "drop-error", error=str(e))
+            return
+        changed = False
+        try:
+            for key, file in touched.items():
+                locs = set(where.get(key, ()))
+                if self.store.has(key):
+                    locs.add(here)
+                else:
+                    locs.discard(here)
+                try:
+                    dropped, _ = drop_unwanted(
+                        dropper, policy, repos, key, [file] if file else [], locs, remotes,
+                        available, lambda kind, data: hub.emit(self.name, kind, **data))
+                except Exception as e:  # noqa: BLE001 - reported; the key stays
+                    hub.emit(self.name, "drop", file=file, ok=False, error=str(e))
+                    continue
+                changed = changed or dropped
+        finally:
+            dropper.close()
+        if changed:
+            tr.flush()
+            hub.branch.commit()
 
     def _late(self, res: TransferResult) -> None:
         """A staged transfer that failed at its batch commit, after its job had ended
@@ -396,6 +451,9 @@ class Transferrer:
             self._local.last_error = res.error
             self.hub.emit(self.name, "upload", file=job.file, remote=r.info.name,
                           ok=res.success, error=res.error)
+            if res.success:
+                with self.cond:
+                    self._touched[job.key] = job.file
             return res.success
         with self.cond:
             if job.key in self.fetched:
@@ -419,6 +477,7 @@ class Transferrer:
             if res.success:
                 with self.cond:
                     self.fetched.add(job.key)
+                    self._touched[job.key] = job.file
                 self._after_download(job, locs | {self.hub.repo.uuid})
                 return True
         if not candidates and job.file is not None and self.hub.scanner is not None:

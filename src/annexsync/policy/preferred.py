@@ -173,6 +173,11 @@ class ContentPolicy:
                 return _PRESENT
         return expr
 
+    def may_drop_anything(self) -> bool:
+        """Could any repository want to drop content? Only one with a preferred or
+        required content expression can (without one, content is kept)."""
+        return bool(self.wanted) or bool(self.required)
+
     def preferred_expression(self, uuid: str) -> Expr | None:
         """The expression git-annex evaluates for ``uuid``'s preferred content (wanted
         or-ed with required), or None when neither is configured."""

@@ -26,7 +26,7 @@ the other clones learn where content now is. The decisions come from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from annexsync.annex.drop import Dropper
@@ -119,33 +119,10 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
             tr.commit_staged()
             # 3. drop where unwanted (remotes first, here last)
             for key, paths in by_key.items():
-                file, locs = paths[0], state.locs[key]
-                needs: CopyNeeds | None = None  # (gitattributes: only for candidates)
-                for r in [*remotes, None]:
-                    u = here if r is None else r.info.uuid
-                    if u not in locs or (r is not None and not available[u]):
-                        continue
-                    if not policy.wants_drop(u, file, key, frozenset(locs)):
-                        continue
-                    have = count_copies(locs, repos.trust)
-                    needs = needs or dropper.needs(paths)
-                    if not auto_drop_allowed(have, needs,
-                                             dropping_untrusted=repos.trust_of(u) == "untrusted"):
-                        continue
-                    if r is None:
-                        d = dropper.drop_here(key, paths, locs - {here})
-                    else:
-                        d = dropper.drop_from(r, key, paths, locs)
-                    errors = ([d.error] if d.error else []) + (
-                        list(d.unsafe.lines) if d.unsafe else [])
-                    emit("drop", {"file": file, "remote": "here" if r is None else r.info.name,
-                                  "ok": d.success, "error": "; ".join(errors) or None,
-                                  "errors": errors})
-                    if d.success:
-                        locs.discard(u)
-                        state.changed = True
-                    else:
-                        state.ok = False
+                changed, done = drop_unwanted(dropper, policy, repos, key, paths,
+                                              state.locs[key], remotes, available, emit)
+                state.changed = state.changed or changed
+                state.ok = state.ok and done
         finally:
             dropper.close()
     if state.changed and push_after:
@@ -154,6 +131,46 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                                       remotes=[s for s in result.remotes]))
         state.ok = state.ok and sub.ok
     return state.ok
+
+
+def drop_unwanted(dropper: Dropper, policy: ContentPolicy, repos: RepoMap, key: Key,
+                  paths: Sequence[str], locs: set[str], remotes: Sequence[Remote],
+                  available: Mapping[str, bool], emit: EventSink) -> tuple[bool, bool]:
+    """Drop ``key`` from the remotes, then from here, that no longer want it, where
+    numcopies allows (``drop --auto`` semantics, each drop proven by
+    :class:`annexsync.annex.drop.Dropper`). ``locs`` (where the content is, here
+    included) is updated. Returns (anything dropped, no drop failed).
+
+    Shared by ``sync --content`` and the assistant: the one place that decides drops.
+    """
+    here = repos.here
+    file = paths[0] if paths else None
+    changed, ok = False, True
+    needs: CopyNeeds | None = None  # (gitattributes: asked only for candidates)
+    for r in [*remotes, None]:
+        u = here if r is None else r.info.uuid
+        if u not in locs or (r is not None and not available.get(u, False)):
+            continue
+        if not policy.wants_drop(u, file, key, frozenset(locs)):
+            continue
+        have = count_copies(locs, repos.trust)
+        needs = needs or dropper.needs(paths)
+        if not auto_drop_allowed(have, needs,
+                                 dropping_untrusted=repos.trust_of(u) == "untrusted"):
+            continue
+        if r is None:
+            d = dropper.drop_here(key, paths, locs - {here})
+        else:
+            d = dropper.drop_from(r, key, paths, locs)
+        errors = ([d.error] if d.error else []) + (list(d.unsafe.lines) if d.unsafe else [])
+        emit("drop", {"file": file, "remote": "here" if r is None else r.info.name,
+                      "ok": d.success, "error": "; ".join(errors) or None, "errors": errors})
+        if d.success:
+            locs.discard(u)
+            changed = True
+        else:
+            ok = False
+    return changed, ok
 
 
 class _Round:
