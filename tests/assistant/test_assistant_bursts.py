@@ -312,3 +312,39 @@ def test_a_transfer_remote_is_emptied_once_the_content_arrived_here(tmp_path: Pa
     out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "photo.jpg"],
                          cwd=b, check=True, capture_output=True, text=True).stdout
     assert [w["description"] for w in json.loads(out)["whereis"]] == ["c1"]
+
+
+def test_the_start_up_scan_drops_what_a_transfer_remote_no_longer_needs(
+        tmp_path: Path) -> None:
+    # Both clones have the content when c1's assistant starts: its scan hands the key
+    # to the drop pass, which drops c0's copy (c0 carries content only for clients).
+    from annexsync.assistant.scanner import TransferScanner
+
+    a, b = make_clones(tmp_path, 2)
+    (a / "photo.jpg").write_bytes(b"\xff\xd8 jpeg bytes")
+    for repo in (a, b):
+        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
+                       check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "annexsync", "get", "-q", "photo.jpg"], cwd=b,
+                   check=True, capture_output=True)
+    for args in (("group", "here", "client"), ("wanted", "c0", "not inallgroup=client")):
+        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=b, check=True,
+                       capture_output=True)
+    key = Key.parse(os.path.basename(os.readlink(b / "photo.jpg")))
+    store_a = ObjectStore(a / ".git" / "annex")
+    assert store_a.has(key)
+    hub = hub_for(b)
+    tr = Transferrer(hub)
+    hub.transfers = tr
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        TransferScanner(hub).check([("photo.jpg", key)])
+        wait_for(lambda: not store_a.has(key), 30, what="c0's copy dropped")
+    finally:
+        stop.set()
+        t.join(10)
+    assert (b / "photo.jpg").read_bytes() == b"\xff\xd8 jpeg bytes"
+    assert [(e.data.get("remote"), e.data.get("ok")) for e in hub.events.since(0)
+            if e.kind == "drop"] == [("c0", True)]

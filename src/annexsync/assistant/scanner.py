@@ -2,12 +2,13 @@
 
 At start-up every annexed file is checked once: content this repository wants and
 lacks is queued for download, content it has that a remote wants and lacks is
-queued for upload. The index is streamed and checked ``CHUNK`` files at a time
-(:func:`annexsync.annex.worktree.iter_annexed_chunks`), so the scan of a big tree
-stays small in memory. After a merge only the files the merge changed are checked
-(the merger hands over the list it computed from ``diff-tree`` between the old and
-new HEAD), and, when the git-annex branch changed, the downloads that found no
-source before are tried again.
+queued for upload; content that this repository or a remote has and no longer
+wants is handed to the transferrer's drop pass. The index is streamed and checked
+``CHUNK`` files at a time (:func:`annexsync.annex.worktree.iter_annexed_chunks`),
+so the scan of a big tree stays small in memory. After a merge only the files the
+merge changed are checked (the merger hands over the list it computed from
+``diff-tree`` between the old and new HEAD), and, when the git-annex branch
+changed, the downloads that found no source before are tried again.
 """
 
 from __future__ import annotations
@@ -159,11 +160,16 @@ class TransferScanner:
         reachable = {r.info.uuid for r in all_remotes}
         remotes = [r for r in all_remotes if not r.info.readonly]
         where = locations_many(hub.branch, [k for _, k in files])
+        may_drop = policy.may_drop_anything()
         for f, key in files:
             locs = set(where.get(key, set()))
             present = self.store.has(key)
             if present:
                 locs.add(here)
+            if may_drop and any(policy.wants_drop(u, f, key, frozenset(locs))
+                                for u in locs if u == here or u in reachable):
+                tr.consider_drop(key, f)  # by the drop pass, once the queue drained
+            if present:
                 for r in remotes:
                     u = r.info.uuid
                     if u not in locs and policy.wants(u, f, key, frozenset(locs)):

@@ -261,6 +261,14 @@ class Transferrer:
                 w.join(5)
             tr.commit_staged()
 
+    def consider_drop(self, key: Key, file: str | None) -> None:
+        """Content that may be unwanted somewhere (the scanner saw it): the next drop
+        pass, once the queue drained, decides."""
+        with self.cond:
+            self._touched[key] = file
+            self._dirty = True
+            self.cond.notify_all()
+
     def _drop_pass(self, tr: Transfers) -> None:
         """Drop what the transfers since the last pass made unwanted, where numcopies
         allows (as git-annex's assistant does; the decisions are
