@@ -114,10 +114,37 @@ def test_check_attr_answers_the_same_for_a_few_paths_and_for_a_batch(tmp_path: P
              for i in range(100)]
     want = [{"annex.numcopies": "3" if p.endswith(".raw") else
              "2" if p.startswith("sub/") else None} for p in paths]
-    attrs = CheckAttr(discover(tmp_path), ["annex.numcopies"])
+    attrs = CheckAttr(discover(tmp_path), ["annex.numcopies"], keep_alive=True)
     try:
         assert attrs.get_many(paths) == want
         assert attrs.get_many(paths[:5]) == want[:5]
         assert [attrs.get_many([p])[0] for p in paths[:40]] == want[:40]
     finally:
         attrs.close()
+
+
+def _child_commands() -> list[str]:
+    """Command lines of this process's live children (every thread's)."""
+    out = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                           .decode(errors="replace"))
+            except OSError:
+                pass
+    return out
+
+
+def test_check_attr_leaves_no_process_behind_unless_kept_alive(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitattributes").write_text("*.raw annex.numcopies=3\n")
+    once = CheckAttr(discover(tmp_path), ["annex.numcopies"])
+    assert once.get_many(["a.raw", "b.txt"]) == [{"annex.numcopies": "3"},
+                                                 {"annex.numcopies": None}]
+    assert not [c for c in _child_commands() if "check-attr" in c]
+    kept = CheckAttr(discover(tmp_path), ["annex.numcopies"], keep_alive=True)
+    assert kept.get_many(["a.raw"]) == [{"annex.numcopies": "3"}]
+    assert [c for c in _child_commands() if "check-attr" in c]
+    kept.close()
+    assert not [c for c in _child_commands() if "check-attr" in c]

@@ -76,7 +76,8 @@ class Dropper:
         self._mincopies_log = m.value if m else None
         self._git_numcopies = repo.config.get("annex.numcopies")
         self._cli = (numcopies, mincopies)
-        self._attrs = (CheckAttr(repo.git, ["annex.numcopies", "annex.mincopies"])
+        self._attrs = (CheckAttr(repo.git, ["annex.numcopies", "annex.mincopies"],
+                                 keep_alive=True)
                        if not repo.bare else None)
         # The attributes of each file asked about (a drop asks again for its decision).
         self._file_attrs: dict[str, tuple[str | None, str | None]] = {}

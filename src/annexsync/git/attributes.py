@@ -16,9 +16,13 @@ _FEW = 32
 class CheckAttr:
     """Answers "what is attribute A of path P" for many paths with one git process."""
 
-    def __init__(self, git: Git, attributes: Sequence[str]) -> None:
+    def __init__(self, git: Git, attributes: Sequence[str], *,
+                 keep_alive: bool = False) -> None:
+        """``keep_alive``: a caller that asks again and again and calls :meth:`close`;
+        :meth:`get_many` then answers a few paths through the long-lived process."""
         self._git = git
         self._attrs = list(attributes)
+        self._keep_alive = keep_alive
         self._proc: Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -32,12 +36,12 @@ class CheckAttr:
         return self._get_one(path)
 
     def get_many(self, paths: Sequence[str]) -> list[dict[str, str | None]]:
-        """Attribute values for many paths: a few through the long-lived process (a
-        caller asking per file must not start a git per file), a batch through one
-        one-shot ``check-attr``."""
+        """Attribute values for many paths: one one-shot ``check-attr`` for the batch;
+        with ``keep_alive``, a few through the long-lived process (a caller asking per
+        file must not start a git per file)."""
         if not paths:
             return []
-        if len(paths) <= _FEW:
+        if self._keep_alive and len(paths) <= _FEW:
             return [self._get_one(p) for p in paths]
         payload = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
         out = self._git.run("check-attr", "--stdin", "-z", *self._attrs, input=payload)
