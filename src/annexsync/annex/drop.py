@@ -41,7 +41,7 @@ from annexsync.policy.numcopies import (
     drop_decision,
     resolve_needs,
 )
-from annexsync.remotes.base import Remote, RemoteError
+from annexsync.remotes.base import RecentlyAvailable, Remote, RemoteError
 from annexsync.transfers.locationlog import LocationRecorder
 
 MOVE_HINT = "Rather than dropping this file, try using: annexsync move"
@@ -79,6 +79,9 @@ class Dropper:
         self._attrs = (CheckAttr(repo.git, ["annex.numcopies", "annex.mincopies"],
                                  keep_alive=True)
                        if not repo.bare else None)
+        # Asked per key (an ssh remote answers with a new session): seen up lately
+        # counts as up; one gone meanwhile fails its lock or check, which says so.
+        self.available = RecentlyAvailable()
         # The attributes of each file asked about (a drop asks again for its decision).
         self._file_attrs: dict[str, tuple[str | None, str | None]] = {}
         self.peer_recorders: dict[str, LocationRecorder] = {}
@@ -115,7 +118,7 @@ class Dropper:
             if any(p.uuid == u for p in proofs):
                 continue
             try:
-                if not r.available():
+                if not self.available(r):
                     continue
                 if r.info.supports_locking:
                     if stack.enter_context(r.lock_content(key)):

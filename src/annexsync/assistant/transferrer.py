@@ -49,7 +49,7 @@ from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repos import RepoMap
 from annexsync.assistant.hub import Hub
 from annexsync.policy.preferred import ContentPolicy
-from annexsync.remotes.base import Remote
+from annexsync.remotes.base import RecentlyAvailable, Remote
 from annexsync.remotes.registry import load_remotes
 from annexsync.sync.content import drop_unwanted
 from annexsync.transfers.info import Direction
@@ -112,6 +112,9 @@ class Transferrer:
         # moved here or there since the last drop pass: content that may now be
         # unwanted somewhere (a transfer remote once clients have it, say)
         self._touched: dict[Key, str | None] = {}
+        # asked per job (an ssh remote answers with a new session); seen down is asked
+        # again at once (a trigger that retries jobs means it came back)
+        self._available = RecentlyAvailable()
         self._local = threading.local()
         self.tr: Transfers | None = None
 
@@ -448,7 +451,7 @@ class Transferrer:
             r = remotes.get(job.remote or "")
             if r is None or not tr.has(job.key):
                 return True  # nothing to do any more
-            if not r.available():
+            if not self._available(r):
                 return False
             # A small upload to a clone on this machine is staged; the run it is part
             # of is committed at its end (_slot): one syncfs pair per run, not two
@@ -474,7 +477,7 @@ class Transferrer:
             locs = locations_many(self.hub.branch, [job.key])[job.key]
             candidates = [r for r in self.remotes() if r.info.uuid in locs]
         for r in candidates:
-            if not r.available():
+            if not self._available(r):
                 continue
             res = tr.download(r, job.key, job.file)  # (present already: skipped)
             if res.skipped:

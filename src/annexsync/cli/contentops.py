@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from dataclasses import dataclass
 
 from annexsync.annex.branch import AnnexBranch
@@ -23,7 +22,7 @@ from annexsync.annex.repos import RepoMap
 from annexsync.cli.common import open_repo
 from annexsync.cli.transferui import Item, Reporter, run_jobs, select_items
 from annexsync.policy.numcopies import count_copies
-from annexsync.remotes.base import Remote
+from annexsync.remotes.base import RecentlyAvailable, Remote
 from annexsync.remotes.registry import find_remote, load_remotes
 from annexsync.transfers.runner import TransferResult, Transfers
 
@@ -99,18 +98,7 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
             dropper_or_needs = dropper or (Dropper(repo, branch, remotes, repos, tr.recorder)
                                            if getattr(args, "auto", False) else None)
 
-            seen_up: dict[str, float] = {}  # remote name -> when it was last available
-
-            def available(r: Remote) -> bool:
-                # Asked per file: a remote seen up in the last half second counts as up
-                # (one that went away meanwhile fails the transfer, which says so).
-                now = time.monotonic()
-                if now - seen_up.get(r.info.name, -1.0) < 0.5:
-                    return True
-                if r.available():
-                    seen_up[r.info.name] = now
-                    return True
-                return False
+            available = RecentlyAvailable(remember_down=True)  # asked per file
 
             def download(it: Item) -> None:
                 if store.has(it.key):
@@ -167,7 +155,7 @@ def run_content_command(plan: Plan, args: argparse.Namespace) -> int:
                 note = f"to {dst.info.name}..."
                 rep.note(it, note)
                 if dst.info.uuid not in where[it.key]:
-                    if not dst.available():
+                    if not available(dst):
                         rep.result(it, note, False, [f"{dst.info.name} is not available"])
                         return
                     # Small keys go in batches (durable, stored and logged at the

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             if remote is None:
                 res = dropper.drop_here(it.key, it.files, locs - {repos.here})
             else:
-                if not remote.available():
+                if not dropper.available(remote):
                     rep.result(it, note, False, [f"{remote.info.name} is not available"])
                     return
                 res = dropper.drop_from(remote, it.key, it.files, locs)
