@@ -148,3 +148,29 @@ def test_check_attr_leaves_no_process_behind_unless_kept_alive(tmp_path: Path) -
     assert [c for c in _child_commands() if "check-attr" in c]
     kept.close()
     assert not [c for c in _child_commands() if "check-attr" in c]
+
+
+def test_refs_are_read_from_loose_files_and_packed_refs(tmp_path: Path) -> None:
+    from annexsync.git.refs import read_ref_file
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
+    g = discover(tmp_path)
+
+    def commit(msg: str) -> str:
+        subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", msg], cwd=tmp_path,
+                       check=True)
+        return rev_parse(g, "HEAD") or ""
+
+    first = commit("one")
+    git_dir = g.git_dir
+    assert read_ref_file(git_dir, "refs/heads/main") == first  # loose
+    subprocess.run(["git", "pack-refs", "--all"], cwd=tmp_path, check=True)
+    assert not (git_dir / "refs/heads/main").exists()
+    assert read_ref_file(git_dir, "refs/heads/main") == first  # packed
+    assert read_ref_file(git_dir, "refs/heads/nothing") is None
+    second = commit("two")  # loose again, and wins over the packed value
+    assert read_ref_file(git_dir, "refs/heads/main") == second
+    subprocess.run(["git", "pack-refs", "--all"], cwd=tmp_path, check=True)
+    assert read_ref_file(git_dir, "refs/heads/main") == second  # packed-refs re-read
+    with pytest.raises(LookupError):
+        read_ref_file(git_dir, "HEAD")  # symbolic: git answers that

@@ -65,6 +65,7 @@ from annexsync.git.refs import (
     for_each_ref,
     is_ancestor,
     ls_tree,
+    read_ref_file,
     rev_parse,
     update_ref,
 )
@@ -168,14 +169,11 @@ class AnnexBranch:
 
     # -- existence ---------------------------------------------------------------
     def tip(self) -> str | None:
-        """The branch's commit id (read from the ref file when loose: no git process)."""
+        """The branch's commit id (read from the ref files: no git process)."""
         try:
-            oid = (self.git.git_dir / REF).read_text().strip()
-            if len(oid) == 40:
-                return oid
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return rev_parse(self.git, REF)
+            return read_ref_file(self.git.git_dir, REF)
+        except LookupError:
+            return rev_parse(self.git, REF)
 
     def exists(self) -> bool:
         return self.tip() is not None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from annexsync.git.runner import Git, GitError
 
@@ -14,6 +16,45 @@ def rev_parse(git: Git, rev: str) -> str | None:
     if proc.returncode != 0:
         return None
     return proc.stdout.decode().strip()
+
+
+_OID_LENGTHS = (40, 64)  # SHA-1, SHA-256
+_PACKED: dict[Path, tuple[tuple[int, int, int], dict[str, str]]] = {}
+
+
+def read_ref_file(git_dir: Path, ref: str) -> str | None:
+    """``ref``'s object id from the files backend, without a git process: the loose ref
+    file, else ``packed-refs`` (parsed once per version of that file: ``git gc`` and our
+    own maintenance pack refs, and a ref asked for per key must not cost a git each
+    time). None: no such ref. Raises LookupError where files cannot answer (a symbolic
+    or unreadable ref, a linked worktree, a reftable repository): ask git then."""
+    try:
+        data: bytes | None = (git_dir / ref).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        data = None
+    if data is not None:
+        oid = data.strip().decode("ascii", "replace")
+        if len(oid) in _OID_LENGTHS and all(c in "0123456789abcdef" for c in oid):
+            return oid
+        raise LookupError(ref)
+    if (git_dir / "commondir").exists() or (git_dir / "reftable").is_dir():
+        raise LookupError(ref)
+    path = git_dir / "packed-refs"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _PACKED.get(path)
+    if cached is None or cached[0] != sig:
+        refs: dict[str, str] = {}
+        for line in path.read_bytes().splitlines():
+            if not line or line[:1] in (b"#", b"^"):
+                continue  # the header, and peeled values of annotated tags
+            oid_b, _, name = line.partition(b" ")
+            refs[name.decode("utf-8", "surrogateescape")] = oid_b.decode("ascii", "replace")
+        cached = _PACKED[path] = (sig, refs)
+    return cached[1].get(ref)
 
 
 def update_ref(git: Git, ref: str, new: str, old: str | None = None, message: str = "") -> None:
