@@ -408,8 +408,10 @@ class KeysDb:
                         on_pointer(change)
             if new is None and conflicted:
                 # The local side of conflicted files (git-annex's second diff).
-                for r in _diff_raw(self.repo, ["--cached"]):
-                    key = _blob_keys(self.repo, {r.src}).get(r.src) if r.status == "U" else None
+                ours = [r for r in _diff_raw(self.repo, ["--cached"]) if r.status == "U"]
+                ours_keys = _blob_keys(self.repo, {r.src for r in ours})  # one batch
+                for r in ours:
+                    key = ours_keys.get(r.src)
                     if key is not None:
                         self.add_associated(key, r.path)
             self.flush()
