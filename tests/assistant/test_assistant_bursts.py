@@ -348,3 +348,67 @@ def test_the_start_up_scan_drops_what_a_transfer_remote_no_longer_needs(
     assert (b / "photo.jpg").read_bytes() == b"\xff\xd8 jpeg bytes"
     assert [(e.data.get("remote"), e.data.get("ok")) for e in hub.events.since(0)
             if e.kind == "drop"] == [("c0", True)]
+
+
+def test_the_drop_pass_honours_the_numcopies_of_every_file_of_a_key(tmp_path: Path) -> None:
+    # A source repository drops what it has sent, but x.dat's content is also
+    # important/x.dat, which needs 2 copies: sent as scratch/x.dat, it is kept.
+    a, b = make_clones(tmp_path, 2)
+    (a / ".gitattributes").write_text("important/** annex.numcopies=2\n")
+    for d in ("important", "scratch"):
+        (a / d).mkdir()
+        (a / d / "x.dat").write_bytes(b"the same bytes in two places")
+    (a / "scratch" / "only.dat").write_bytes(b"only in scratch")
+    subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=a, check=True,
+                   capture_output=True)
+    for args in (("group", "here", "source"), ("wanted", "here", "standard")):
+        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=a, check=True,
+                       capture_output=True)
+    key_x = Key.parse(os.path.basename(os.readlink(a / "scratch" / "x.dat")))
+    key_only = Key.parse(os.path.basename(os.readlink(a / "scratch" / "only.dat")))
+    uuid_b = git(a, "config", "remote.c1.annex-uuid").strip()
+    hub = hub_for(a)
+    tr = Transferrer(hub)
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    store_a, store_b = ObjectStore(a / ".git" / "annex"), ObjectStore(b / ".git" / "annex")
+    try:
+        tr.enqueue(Job("upload", key_x, "scratch/x.dat", uuid_b))
+        tr.enqueue(Job("upload", key_only, "scratch/only.dat", uuid_b))
+        wait_for(lambda: not store_a.has(key_only), 30, what="only.dat dropped here")
+    finally:
+        stop.set()
+        t.join(10)
+    assert store_b.has(key_x) and store_b.has(key_only)
+    assert store_a.has(key_x)  # 2 copies needed, 2 there: nothing may go
+    assert [e.data.get("file") for e in hub.events.since(0)
+            if e.kind == "drop" and e.data.get("ok")] == ["scratch/only.dat"]
+
+
+def test_the_slots_end_with_the_transferrer_however_it_ends(tmp_path: Path) -> None:
+    # The supervisor restarts a service that raised: the old slots must not live on.
+    (a,) = make_clones(tmp_path, 1)
+    hub = hub_for(a, slots=3)
+    tr = Transferrer(hub)
+
+    def broken_commit(*args: object, **kwargs: object) -> None:
+        raise OSError("disk gone")
+
+    hub.branch.commit = broken_commit  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            tr.run(threading.Event())
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    wait_for(lambda: tr.tr is not None, 10, what="the transferrer started")
+    tr.consider_drop(fake_key(1), "x.bin")  # the queue "drains": flush and commit
+    t.join(15)
+    assert not t.is_alive() and errors
+    assert not [th for th in threading.enumerate()
+                if th.name.startswith("transfer-slot") and th.is_alive()]

@@ -47,6 +47,7 @@ from annexsync.annex.location import locations_many
 from annexsync.annex.locks import lock_holder
 from annexsync.annex.objects import ObjectStore
 from annexsync.annex.repos import RepoMap
+from annexsync.annex.worktree import iter_annexed_chunks
 from annexsync.assistant.hub import Hub
 from annexsync.policy.preferred import ContentPolicy
 from annexsync.remotes.base import RecentlyAvailable, Remote
@@ -223,46 +224,56 @@ class Transferrer:
     def run(self, stop: threading.Event) -> None:
         with Transfers(self.hub.repo, commit_rounds=0.1, on_done=self._late) as tr:
             self.tr = tr
-            workers = [threading.Thread(target=self._slot, args=(stop,), daemon=True,
-                                        name=f"transfer-slot-{i}")
+            # The slots end with this loop, however it ends (a restart by the
+            # supervisor must not leave the old slots running on the old Transfers).
+            halt = threading.Event()
+            workers = [threading.Thread(target=self._slot, args=(_AnyOf(stop, halt),),
+                                        daemon=True, name=f"transfer-slot-{i}")
                        for i in range(self.hub.settings.slots)]
             for w in workers:
                 w.start()
-            while not stop.is_set():
+            try:
+                self._loop(stop, tr)
+            finally:
+                halt.set()
                 with self.cond:
-                    self._promote_retries()
-                    idle = not self.queue and not self.running
-                    if idle and self._dirty:
-                        self._dirty = False
-                        flush = True
-                    else:
-                        flush = False
-                        nxt = min((r.at for r in self.later), default=None)
-                        wait = 0.5 if nxt is None else min(0.5, nxt - time.monotonic())
-                        self.cond.wait(max(0.01, wait))
-                if flush:
-                    # Location changes are batched by the recorders: write them now, so
-                    # whereis and other clones learn at once where content went (a
-                    # drive unplugged meanwhile keeps its own changes pending).
-                    try:
-                        tr.flush()
-                    except OSError as e:
-                        self.hub.emit(self.name, "record-deferred", error=str(e))
-                    for problem in tr.unfilled:
-                        self.hub.emit(self.name, "populate-failed", error=problem)
-                    tr.unfilled.clear()
-                    with self.cond:
-                        self.fetched.clear()
-                    self.hub.branch.commit()
-                    self._drop_pass(tr)
-                    if self.hub.pusher is not None:
-                        self.hub.pusher.poke()
-                    self.hub.emit(self.name, "queue-drained")
-            with self.cond:
-                self.cond.notify_all()
-            for w in workers:
-                w.join(5)
+                    self.cond.notify_all()
+                for w in workers:
+                    w.join(5)
             tr.commit_staged()
+
+    def _loop(self, stop: threading.Event, tr: Transfers) -> None:
+        """Promote retries; when the queue drains, record, drop and push."""
+        while not stop.is_set():
+            with self.cond:
+                self._promote_retries()
+                idle = not self.queue and not self.running
+                if idle and self._dirty:
+                    self._dirty = False
+                    flush = True
+                else:
+                    flush = False
+                    nxt = min((r.at for r in self.later), default=None)
+                    wait = 0.5 if nxt is None else min(0.5, nxt - time.monotonic())
+                    self.cond.wait(max(0.01, wait))
+            if flush:
+                # Location changes are batched by the recorders: write them now, so
+                # whereis and other clones learn at once where content went (a
+                # drive unplugged meanwhile keeps its own changes pending).
+                try:
+                    tr.flush()
+                except OSError as e:
+                    self.hub.emit(self.name, "record-deferred", error=str(e))
+                for problem in tr.unfilled:
+                    self.hub.emit(self.name, "populate-failed", error=problem)
+                tr.unfilled.clear()
+                with self.cond:
+                    self.fetched.clear()
+                self.hub.branch.commit()
+                self._drop_pass(tr)
+                if self.hub.pusher is not None:
+                    self.hub.pusher.poke()
+                self.hub.emit(self.name, "queue-drained")
 
     def consider_drop(self, key: Key, file: str | None) -> None:
         """Content that may be unwanted somewhere (the scanner saw it): the next drop
@@ -275,26 +286,36 @@ class Transferrer:
     def _drop_pass(self, tr: Transfers) -> None:
         """Drop what the transfers since the last pass made unwanted, where numcopies
         allows (as git-annex's assistant does; the decisions are
-        :func:`annexsync.sync.content.drop_unwanted`'s). Runs once the queue drained
-        and everything staged is committed: a drop's proofs lock the copies just made."""
+        :func:`annexsync.sync.content.drop_unwanted`'s). Runs when the queue drained;
+        on a failure the keys wait for the next pass."""
         with self.cond:
             touched, self._touched = self._touched, {}
         if not touched:
             return
+        try:
+            self._drop(tr, touched)
+        except Exception as e:  # noqa: BLE001 - reported; the keys wait for the next pass
+            with self.cond:
+                for k, f in touched.items():
+                    self._touched.setdefault(k, f)
+            self.hub.emit(self.name, "drop-error", error=str(e))
+
+    def _drop(self, tr: Transfers, touched: dict[Key, str | None]) -> None:
         policy = self.policy()
         if not policy.may_drop_anything():
             return
+        # Every key in ``touched`` got its copy before the snapshot was taken: once
+        # this returns, those copies are durable and logged, so a drop may count them
+        # (copies staged meanwhile by the slots wait for the next pass).
+        tr.commit_staged()
         hub = self.hub
         remotes = self.remotes()
         here = hub.repo.uuid
-        try:
-            repos = RepoMap.load(hub.repo, hub.branch)
-            where = locations_many(hub.branch, list(touched))
-            available = {r.info.uuid: r.available() for r in remotes}
-            dropper = Dropper(hub.repo, hub.branch, remotes, repos, tr.recorder)
-        except Exception as e:  # noqa: BLE001 - reported; the next pass tries again
-            hub.emit(self.name, "drop-error", error=str(e))
-            return
+        repos = RepoMap.load(hub.repo, hub.branch)
+        where = locations_many(hub.branch, list(touched))
+        files = self._files_of(set(touched))
+        available = {r.info.uuid: self._available(r) for r in remotes}
+        dropper = Dropper(hub.repo, hub.branch, remotes, repos, tr.recorder)
         changed = False
         try:
             for key, file in touched.items():
@@ -303,19 +324,35 @@ class Transferrer:
                     locs.add(here)
                 else:
                     locs.discard(here)
+                paths = files.get(key) or ([file] if file else [])
                 try:
                     dropped, _ = drop_unwanted(
-                        dropper, policy, repos, key, [file] if file else [], locs, remotes,
-                        available, lambda kind, data: hub.emit(self.name, kind, **data))
-                except Exception as e:  # noqa: BLE001 - reported; the key stays
+                        dropper, policy, repos, key, paths, locs, remotes, available,
+                        lambda kind, data: hub.emit(self.name, kind, **data))
+                except Exception as e:  # noqa: BLE001 - reported; the content stays
                     hub.emit(self.name, "drop", file=file, ok=False, error=str(e))
                     continue
                 changed = changed or dropped
         finally:
             dropper.close()
         if changed:
-            tr.flush()
+            try:
+                tr.flush()
+            except OSError as e:  # (an unplugged clone keeps its changes pending)
+                hub.emit(self.name, "record-deferred", error=str(e))
             hub.branch.commit()
+
+    def _files_of(self, keys: set[Key]) -> dict[Key, list[str]]:
+        """Every work-tree file of these keys: numcopies is the largest any of them
+        asks for, and content is unwanted only when none of them wants it."""
+        out: dict[Key, list[str]] = {}
+        if self.hub.repo.bare:
+            return out
+        for chunk in iter_annexed_chunks(self.hub.repo):
+            for f in chunk:
+                if f.key in keys:
+                    out.setdefault(f.key, []).append(f.file)
+        return out
 
     def _late(self, res: TransferResult) -> None:
         """A staged transfer that failed at its batch commit, after its job had ended
@@ -369,7 +406,7 @@ class Transferrer:
             jobs.append(self.queue.popleft())
         return jobs
 
-    def _slot(self, stop: threading.Event) -> None:
+    def _slot(self, stop: _AnyOf) -> None:
         while not stop.is_set():
             with self.cond:
                 while not self.queue and not stop.is_set():
@@ -518,3 +555,13 @@ class Transferrer:
 
 def _small(job: Job) -> bool:
     return job.key.size is not None and job.key.size < SMALL_KEY
+
+
+class _AnyOf:
+    """Set when any of these events is (the slots stop with the service or the loop)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)

@@ -92,25 +92,31 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                 present = store.has(key)
                 if present:
                     locs.add(here)
-                # 1. get
-                if not present and policy.wants(here, file, key, frozenset(locs)):
+                # 1. get (wanted when any of the key's files is, as git-annex per file)
+                if not present and _wanted(policy, here, paths, key, locs):
+                    errors: list[str] = []
+                    tried: list[str] = []
                     for r in remotes:
                         if r.info.uuid in locs and available[r.info.uuid]:
                             res = tr.download(r, key, file)
-                            state.report("get", res)
                             if res.success:
+                                state.report("get", res)
                                 present = True
                                 locs.add(here)
                                 break
+                            tried.append(r.info.name)
+                            errors.append(f"{r.info.name}: {res.error or 'failed'}")
                     else:
-                        if any(r.info.uuid in locs for r in remotes):
-                            state.ok = False
+                        if tried:  # one get that failed from every remote it tried
+                            state.failed("get", file, ", ".join(tried), errors)
+                        elif any(r.info.uuid in locs for r in remotes):
+                            state.ok = False  # only unavailable remotes have it
                 # 2. send
                 if present:
                     for r in remotes:
                         u = r.info.uuid
                         if (u in locs or r.info.readonly or not available[u]
-                                or not policy.wants(u, file, key, frozenset(locs))):
+                                or not _wanted(policy, u, paths, key, locs)):
                             continue
                         res = tr.upload(r, key, file, staged_ok=True)
                         state.report("put", res)
@@ -118,11 +124,12 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                             locs.add(u)
             tr.commit_staged()
             # 3. drop where unwanted (remotes first, here last)
+            # (A drop that fails is reported, but as git-annex: a failure to drop does
+            # not mean the sync failed.)
             for key, paths in by_key.items():
-                changed, done = drop_unwanted(dropper, policy, repos, key, paths,
-                                              state.locs[key], remotes, available, emit)
+                changed, _ = drop_unwanted(dropper, policy, repos, key, paths,
+                                           state.locs[key], remotes, available, emit)
                 state.changed = state.changed or changed
-                state.ok = state.ok and done
         finally:
             dropper.close()
     if state.changed and push_after:
@@ -136,8 +143,9 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
 def drop_unwanted(dropper: Dropper, policy: ContentPolicy, repos: RepoMap, key: Key,
                   paths: Sequence[str], locs: set[str], remotes: Sequence[Remote],
                   available: Mapping[str, bool], emit: EventSink) -> tuple[bool, bool]:
-    """Drop ``key`` from the remotes, then from here, that no longer want it, where
-    numcopies allows (``drop --auto`` semantics, each drop proven by
+    """Drop ``key`` from the remotes, then from here, that want the content of none of
+    ``paths`` (all the key's files: numcopies is the largest any of them asks for)
+    where numcopies allows (``drop --auto`` semantics, each drop proven by
     :class:`annexsync.annex.drop.Dropper`). ``locs`` (where the content is, here
     included) is updated. Returns (anything dropped, no drop failed).
 
@@ -151,7 +159,8 @@ def drop_unwanted(dropper: Dropper, policy: ContentPolicy, repos: RepoMap, key: 
         u = here if r is None else r.info.uuid
         if u not in locs or (r is not None and not available.get(u, False)):
             continue
-        if not policy.wants_drop(u, file, key, frozenset(locs)):
+        # Only content none of whose files is wanted there any more (git-annex).
+        if not all(policy.wants_drop(u, f, key, frozenset(locs)) for f in paths or [None]):
             continue
         have = count_copies(locs, repos.trust)
         needs = needs or dropper.needs(paths)
@@ -171,6 +180,13 @@ def drop_unwanted(dropper: Dropper, policy: ContentPolicy, repos: RepoMap, key: 
         else:
             ok = False
     return changed, ok
+
+
+def _wanted(policy: ContentPolicy, uuid: str, paths: Sequence[str], key: Key,
+            locs: set[str]) -> bool:
+    """Does ``uuid`` want the content of any of these files?"""
+    frozen = frozenset(locs)
+    return any(policy.wants(uuid, f, key, frozen) for f in paths)
 
 
 class _Round:
@@ -200,6 +216,12 @@ class _Round:
             if locs is not None:
                 locs.discard(self.here if kind == "get" else self.uuids.get(res.remote, ""))
         self._emit(kind, res)
+
+    def failed(self, kind: str, file: str | None, remote: str, errors: list[str]) -> None:
+        """A move that failed from (or to) every remote it tried."""
+        self.ok = False
+        self.emit(kind, {"file": file, "remote": remote, "ok": False,
+                         "error": "; ".join(errors) or None, "errors": errors})
 
     def _emit(self, kind: str, res: TransferResult) -> None:
         if res.success:
