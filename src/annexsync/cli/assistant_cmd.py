@@ -20,6 +20,9 @@ the background until stopped. From then on every change in the folder is committ
 within a fraction of a second, pushed to every remote, changes pushed in by other
 clones are merged at once, and content moves to where it is wanted (preferred
 content; by default every clone wants everything), several transfers at a time.
+Content a repository no longer wants (a transfer drive once the clients have it,
+a source clone once it sent it) is dropped there, only when numcopies copies are
+proven elsewhere, as 'sync --content' and git-annex's assistant do.
 
 If DIR is not a git repository yet it is made one ('git init' and 'annexsync init',
 with new files added unlocked: ordinary files, no symlinks). The folder is added to

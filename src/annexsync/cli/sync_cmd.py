@@ -27,9 +27,19 @@ One round of syncing with every remote (or the REMOTEs named), compatible with
 Conflicts never stop a sync: every side is kept, named like git-annex names them
 (name.variant-XXXX.ext), so clones that resolve the same conflict agree.
 
-With --content, content is then moved per preferred content (see 'wanted').
+With --content, content then moves per preferred content (see 'wanted'): every
+file's content this repository wants and lacks is got, content a remote wants and
+lacks is sent, and then content a repository (a remote, or this one) wants for none
+of its files is dropped there where numcopies allows, each drop proven as 'drop'
+proves it. Lines like git-annex's say what moved: "get FILE (from REMOTE...) ok",
+"copy FILE (to REMOTE...) ok", "drop FILE ok"; a failure is printed with its reasons.
+Small files to and from clones on this machine go in batches and are reported once
+their batch is durable there.
+
 Remotes with remote.NAME.annex-sync=false are skipped unless named; remotes are
-tried in annex-cost order. Exit status is 1 if any remote failed.
+tried in annex-cost order. Exit status is 1 if any remote failed or content this
+repository or a remote wants could not be moved (as in git-annex, a drop that could
+not be proven is reported but does not fail the sync).
 """
 
 
