@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,26 @@ def hub_for(path: Path, **settings: object) -> Hub:
     repo = AnnexRepo.find(path)
     repo.git.env["GIT_LITERAL_PATHSPECS"] = "1"
     return Hub(repo, EventLog(), Settings(**settings))  # type: ignore[arg-type]
+
+
+def cli(repo: Path, *args: str) -> str:
+    """Run an annexsync command in ``repo``; its standard output."""
+    return subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+
+
+@contextmanager
+def serving(hub: Hub) -> Iterator[Transferrer]:
+    """A transferrer running (its slots too) on ``hub`` for the ``with`` block."""
+    tr = Transferrer(hub)
+    stop = threading.Event()
+    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        yield tr
+    finally:
+        stop.set()
+        t.join(10)
 
 
 def fake_key(i: int, size: int = 1000) -> Key:
@@ -191,8 +213,7 @@ def test_a_download_that_fails_when_its_batch_is_committed_is_tried_again(
     a, b = make_clones(tmp_path, 2)
     (a / "new.bin").write_bytes(b"content that fails to enter the store once\n")
     for repo in (a, b):
-        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
-                       check=True, capture_output=True)
+        cli(repo, "sync", "-q")
     key = Key.parse(os.path.basename(os.readlink(b / "new.bin")))
     real_move = runner.Transfers._move_one
     failures: list[Key] = []
@@ -206,17 +227,10 @@ def test_a_download_that_fails_when_its_batch_is_committed_is_tried_again(
 
     monkeypatch.setattr(runner.Transfers, "_move_one", move_once_failing)
     hub = hub_for(b)
-    tr = Transferrer(hub)
-    stop = threading.Event()
-    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
-    t.start()
-    try:
+    with serving(hub) as tr:
         tr.enqueue(Job("download", key, "new.bin"))
         wait_for(lambda: ObjectStore(b / ".git" / "annex").has(key), 30,
                  what="the content, after the failed first attempt")
-    finally:
-        stop.set()
-        t.join(10)
     assert failures == [key]
     kinds = [(e.kind, e.data.get("ok")) for e in hub.events.since(0)
              if e.kind == "download"]
@@ -232,8 +246,7 @@ def test_small_uploads_whose_commit_fails_are_tried_again(tmp_path: Path) -> Non
     a, b = make_clones(tmp_path, 2)
     for i in range(6):
         (a / f"up{i}.bin").write_bytes(b"upload %d\n" % i)
-    subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=a, check=True,
-                   capture_output=True)
+    cli(a, "sync", "-q")
     keys = {f"up{i}.bin": Key.parse(os.path.basename(os.readlink(a / f"up{i}.bin")))
             for i in range(6)}
     outside = tmp_path / "outside"
@@ -243,13 +256,9 @@ def test_small_uploads_whose_commit_fails_are_tried_again(tmp_path: Path) -> Non
         objects.rename(b / ".git" / "annex" / "objects.aside")
     objects.symlink_to(outside)
     hub = hub_for(a)
-    tr = Transferrer(hub)
     uuid_b = git(a, "config", "remote.c1.annex-uuid").strip()
-    stop = threading.Event()
-    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
-    t.start()
     store_b = ObjectStore(b / ".git" / "annex")
-    try:
+    with serving(hub) as tr:
         for f, k in keys.items():
             tr.enqueue(Job("upload", k, f, uuid_b))
         wait_for(lambda: any(e.kind == "upload" and e.data.get("ok") is False
@@ -257,18 +266,13 @@ def test_small_uploads_whose_commit_fails_are_tried_again(tmp_path: Path) -> Non
         objects.unlink()  # repaired
         wait_for(lambda: all(store_b.has(k) for k in keys.values()), 30,
                  what="every key in b, after the retries")
-    finally:
-        stop.set()
-        t.join(10)
     assert list(outside.iterdir()) == []
     for f, k in keys.items():
         assert store_b.find(k) is not None
         assert Path(store_b.find(k)).read_bytes() == (a / f).read_bytes()  # type: ignore[arg-type]
     assert [n for n in os.listdir(b / ".git" / "annex" / "tmp")
             if ".annexsync-" in n] == []  # the staged files of the failed commit are gone
-    out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "up0.bin"],
-                         cwd=a, check=True, capture_output=True, text=True).stdout
-    assert uuid_b in out  # recorded where it is
+    assert uuid_b in cli(a, "whereis", "--json", "up0.bin")  # recorded where it is
 
 
 def test_a_transfer_remote_is_emptied_once_the_content_arrived_here(tmp_path: Path) -> None:
@@ -279,38 +283,24 @@ def test_a_transfer_remote_is_emptied_once_the_content_arrived_here(tmp_path: Pa
     (a / "photo.jpg").write_bytes(b"\xff\xd8 jpeg bytes")
     (a / "keep.txt").write_bytes(b"kept in c0\n")
     for repo in (a, b):
-        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
-                       check=True, capture_output=True)
-
-    def annexsync(*args: str) -> None:
-        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=b, check=True,
-                       capture_output=True)
-
-    annexsync("group", "here", "client")
-    annexsync("wanted", "c0", "exclude=*.jpg or not inallgroup=client")
+        cli(repo, "sync", "-q")
+    cli(b, "group", "here", "client")
+    cli(b, "wanted", "c0", "exclude=*.jpg or not inallgroup=client")
     keys = {f: Key.parse(os.path.basename(os.readlink(b / f))) for f in ("photo.jpg",
                                                                          "keep.txt")}
     hub = hub_for(b)
-    tr = Transferrer(hub)
-    stop = threading.Event()
-    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
-    t.start()
     store_a, store_b = ObjectStore(a / ".git" / "annex"), ObjectStore(b / ".git" / "annex")
-    try:
+    with serving(hub) as tr:
         for f, k in keys.items():
             tr.enqueue(Job("download", k, f))
         wait_for(lambda: not store_a.has(keys["photo.jpg"]), 30, what="c0's copy dropped")
         wait_for(lambda: any(e.kind == "queue-drained" for e in hub.events.since(0)), 30)
-    finally:
-        stop.set()
-        t.join(10)
     assert (b / "photo.jpg").read_bytes() == b"\xff\xd8 jpeg bytes"
     assert store_a.has(keys["keep.txt"]) and store_b.has(keys["keep.txt"])
     drops = [(e.data.get("file"), e.data.get("remote"), e.data.get("ok"))
              for e in hub.events.since(0) if e.kind == "drop"]
     assert drops == [("photo.jpg", "c0", True)]
-    out = subprocess.run([sys.executable, "-m", "annexsync", "whereis", "--json", "photo.jpg"],
-                         cwd=b, check=True, capture_output=True, text=True).stdout
+    out = cli(b, "whereis", "--json", "photo.jpg")
     assert [w["description"] for w in json.loads(out)["whereis"]] == ["c1"]
 
 
@@ -323,28 +313,18 @@ def test_the_start_up_scan_drops_what_a_transfer_remote_no_longer_needs(
     a, b = make_clones(tmp_path, 2)
     (a / "photo.jpg").write_bytes(b"\xff\xd8 jpeg bytes")
     for repo in (a, b):
-        subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=repo,
-                       check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "annexsync", "get", "-q", "photo.jpg"], cwd=b,
-                   check=True, capture_output=True)
+        cli(repo, "sync", "-q")
+    cli(b, "get", "-q", "photo.jpg")
     for args in (("group", "here", "client"), ("wanted", "c0", "not inallgroup=client")):
-        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=b, check=True,
-                       capture_output=True)
+        cli(b, *args)
     key = Key.parse(os.path.basename(os.readlink(b / "photo.jpg")))
     store_a = ObjectStore(a / ".git" / "annex")
     assert store_a.has(key)
     hub = hub_for(b)
-    tr = Transferrer(hub)
-    hub.transfers = tr
-    stop = threading.Event()
-    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
-    t.start()
-    try:
+    with serving(hub) as tr:
+        hub.transfers = tr
         TransferScanner(hub).check([("photo.jpg", key)])
         wait_for(lambda: not store_a.has(key), 30, what="c0's copy dropped")
-    finally:
-        stop.set()
-        t.join(10)
     assert (b / "photo.jpg").read_bytes() == b"\xff\xd8 jpeg bytes"
     assert [(e.data.get("remote"), e.data.get("ok")) for e in hub.events.since(0)
             if e.kind == "drop"] == [("c0", True)]
@@ -359,27 +339,18 @@ def test_the_drop_pass_honours_the_numcopies_of_every_file_of_a_key(tmp_path: Pa
         (a / d).mkdir()
         (a / d / "x.dat").write_bytes(b"the same bytes in two places")
     (a / "scratch" / "only.dat").write_bytes(b"only in scratch")
-    subprocess.run([sys.executable, "-m", "annexsync", "sync", "-q"], cwd=a, check=True,
-                   capture_output=True)
+    cli(a, "sync", "-q")
     for args in (("group", "here", "source"), ("wanted", "here", "standard")):
-        subprocess.run([sys.executable, "-m", "annexsync", *args], cwd=a, check=True,
-                       capture_output=True)
+        cli(a, *args)
     key_x = Key.parse(os.path.basename(os.readlink(a / "scratch" / "x.dat")))
     key_only = Key.parse(os.path.basename(os.readlink(a / "scratch" / "only.dat")))
     uuid_b = git(a, "config", "remote.c1.annex-uuid").strip()
     hub = hub_for(a)
-    tr = Transferrer(hub)
-    stop = threading.Event()
-    t = threading.Thread(target=tr.run, args=(stop,), daemon=True)
-    t.start()
     store_a, store_b = ObjectStore(a / ".git" / "annex"), ObjectStore(b / ".git" / "annex")
-    try:
+    with serving(hub) as tr:
         tr.enqueue(Job("upload", key_x, "scratch/x.dat", uuid_b))
         tr.enqueue(Job("upload", key_only, "scratch/only.dat", uuid_b))
         wait_for(lambda: not store_a.has(key_only), 30, what="only.dat dropped here")
-    finally:
-        stop.set()
-        t.join(10)
     assert store_b.has(key_x) and store_b.has(key_only)
     assert store_a.has(key_x)  # 2 copies needed, 2 there: nothing may go
     assert [e.data.get("file") for e in hub.events.since(0)
