@@ -59,6 +59,10 @@ from annexsync.transfers.runner import SMALL_KEY, PeerRepoRemote, TransferResult
 BATCH = 32
 """Most small-key jobs one slot takes at a time."""
 
+_DROP_RETRY = 30.0
+"""Seconds before keys of a drop pass that failed (the branch locked, say) are tried
+again, when no transfer brings a pass sooner."""
+
 
 @dataclass(frozen=True)
 class Job:
@@ -113,6 +117,7 @@ class Transferrer:
         # moved here or there since the last drop pass: content that may now be
         # unwanted somewhere (a transfer remote once clients have it, say)
         self._touched: dict[Key, str | None] = {}
+        self._drop_retry_at = float("inf")  # after a failed drop pass: when to try again
         # asked per job (an ssh remote answers with a new session); seen down is asked
         # again at once (a trigger that retries jobs means it came back)
         self._available = RecentlyAvailable()
@@ -248,7 +253,8 @@ class Transferrer:
             with self.cond:
                 self._promote_retries()
                 idle = not self.queue and not self.running
-                if idle and self._dirty:
+                retry_drops = bool(self._touched) and time.monotonic() >= self._drop_retry_at
+                if idle and (self._dirty or retry_drops):
                     self._dirty = False
                     flush = True
                 else:
@@ -294,36 +300,51 @@ class Transferrer:
             return
         try:
             self._drop(tr, touched)
-        except Exception as e:  # noqa: BLE001 - reported; the keys wait for the next pass
+        except Exception as e:  # noqa: BLE001 - reported; the keys are tried again
             with self.cond:
                 for k, f in touched.items():
                     self._touched.setdefault(k, f)
+                self._drop_retry_at = time.monotonic() + _DROP_RETRY
             self.hub.emit(self.name, "drop-error", error=str(e))
+        else:
+            self._drop_retry_at = float("inf")
 
     def _drop(self, tr: Transfers, touched: dict[Key, str | None]) -> None:
         policy = self.policy()
         if not policy.may_drop_anything():
             return
-        # Every key in ``touched`` got its copy before the snapshot was taken: once
-        # this returns, those copies are durable and logged, so a drop may count them
-        # (copies staged meanwhile by the slots wait for the next pass).
+        # Which copies here count: those in the store now, made durable and logged
+        # by the commit below (one a slot moves in meanwhile waits for a later pass),
+        # and the logs the decisions read must have every transfer recorded.
+        here_now = {k for k in touched if self.store.has(k)}
         tr.commit_staged()
+        tr.recorder.flush()
         hub = self.hub
         remotes = self.remotes()
         here = hub.repo.uuid
         repos = RepoMap.load(hub.repo, hub.branch)
         where = locations_many(hub.branch, list(touched))
-        files = self._files_of(set(touched))
+        locations: dict[Key, set[str]] = {}
+        for key in touched:
+            locs = set(where.get(key, ()))
+            locs.discard(here)
+            if key in here_now:
+                locs.add(here)
+            locations[key] = locs
+        # Content is dropped only where none of a key's files is wanted: a key whose
+        # known file is wanted wherever it is needs no listing of its other files.
+        candidates = {k for k, f in touched.items()
+                      if any(policy.wants_drop(u, f, k, frozenset(locations[k]))
+                             for u in locations[k])}
+        files = self._files_of(candidates) if candidates else {}
         available = {r.info.uuid: self._available(r) for r in remotes}
         dropper = Dropper(hub.repo, hub.branch, remotes, repos, tr.recorder)
         changed = False
         try:
             for key, file in touched.items():
-                locs = set(where.get(key, ()))
-                if self.store.has(key):
-                    locs.add(here)
-                else:
-                    locs.discard(here)
+                if key not in candidates:
+                    continue
+                locs = locations[key]
                 paths = files.get(key) or ([file] if file else [])
                 try:
                     dropped, _ = drop_unwanted(
@@ -421,11 +442,12 @@ class Transferrer:
             self._prefetch_locations(jobs)
             try:
                 for i, job in enumerate(jobs):
-                    if stop.is_set():  # hand the rest back untouched
-                        with self.cond:
-                            for j in jobs[i:]:
+                    if stop.is_set():  # hand the rest back untouched, still queued
+                        with self.cond:   # (a restarted transferrer takes them on)
+                            for j in reversed(jobs[i:]):
                                 self.running.pop(j.ident, None)
-                                self.known.discard(j.ident)
+                                self.queue.appendleft(j)
+                            self.state.queued = len(self.queue)
                         return
                     self._run_one(job, last=i == len(jobs) - 1)
             finally:

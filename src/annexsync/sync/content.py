@@ -108,7 +108,7 @@ def sync_content(repo: AnnexRepo, syncer: GitSync, result: SyncResult, *, jobs: 
                             errors.append(f"{r.info.name}: {res.error or 'failed'}")
                     else:
                         if tried:  # one get that failed from every remote it tried
-                            state.failed("get", file, ", ".join(tried), errors)
+                            state.failed("get", file, tried[0], errors)
                         elif any(r.info.uuid in locs for r in remotes):
                             state.ok = False  # only unavailable remotes have it
                 # 2. send
