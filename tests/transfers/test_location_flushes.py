@@ -71,3 +71,23 @@ def test_get_in_batches_git_annex_agrees(tmp_path: Path, git_annex: str,
     assert not any((dst.git_dir / "annex" / "journal").iterdir())
     fsck = subprocess.run(["git", "annex", "fsck", "--fast"], cwd=dst.top, capture_output=True)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+@pytest.mark.interop
+def test_a_clone_we_record_in_keeps_no_journal_a_push_could_be_shadowed_by(
+        tmp_path: Path, git_annex: str) -> None:
+    # We log in a clone on this machine what we did there (here: dropped its copy).
+    # Left in its journal, that whole-file log would hide what our push then brings
+    # into its git-annex branch (that we have the content), and git-annex's next
+    # commit there would drop those lines: it is committed to its branch at once.
+    origin = make_repo(tmp_path / "origin", "origin", {"f.txt": b"content\n"})
+    ours = clone(origin.top, tmp_path / "ours", "ours")
+    key = Key.parse(os.path.basename(os.readlink(ours.top / "f.txt")))
+    for args in (("get", "f.txt"), ("drop", "--from", "origin", "f.txt"), ("sync",)):
+        code, _, err = run_cli(ours.top, *args)
+        assert code == 0, (args, err)
+    journal = origin.git_dir / "annex" / "journal"
+    assert not journal.exists() or not any(journal.iterdir())
+    assert origin.uuid not in locations_many(AnnexBranch(AnnexRepo.find(origin.top)),
+                                             [key])[key]
+    assert whereis(origin.top)[str(key)] == {ours.uuid}  # git-annex, run there

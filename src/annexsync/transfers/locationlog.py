@@ -19,8 +19,11 @@ key") in memory and flushes them in batches:
   union-merged). A batch therefore costs in proportion to its keys, not to the size
   of the git-annex branch.
 * ``mode="journal"`` (a local remote's repository, as git-annex does it): the same
-  batched read, then journal files written under that repository's journal lock;
-  whoever runs there next commits them.
+  batched read, journal files written under that repository's journal lock, then
+  that journal committed to its git-annex branch (git-annex commits a local remote's
+  branch after acting on it, ``commitOnCleanup``). Left in the journal, those files
+  would shadow what a push later brings into that branch: a journal file holds the
+  whole log, and the next commit there would replace the pushed lines with it.
 
 Flushes happen when the batch is large or old, before anything reads the logs for
 a decision (drops), and at the end of the command. A crash loses at most the
@@ -40,6 +43,7 @@ from annexsync.annex.keys import Key
 from annexsync.annex.location import log_path, now
 from annexsync.annex.logs import Timestamp, set_presence
 from annexsync.annex.repo import AnnexRepo
+from annexsync.git.runner import GitError
 
 Mode = Literal["commit", "journal"]
 
@@ -112,6 +116,10 @@ class LocationRecorder:
         with journal.locked():
             for path, data in self._compute(pending).items():
                 journal.write(path, data)
+            try:
+                self.branch.commit()
+            except (GitError, OSError):
+                pass  # the journal is written: whoever commits there next has it
 
     def _flush_commit(self, pending: list[tuple[Key, str, str, Timestamp]]) -> None:
         changes: dict[str, list[tuple[str, str, Timestamp]]] = {}
