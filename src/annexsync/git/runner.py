@@ -50,6 +50,12 @@ class GitError(AnnexError):
         super().__init__(f"git {cmd}: {first}")
 
 
+FOREIGN_CONFIG = ("core.hooksPath=/dev/null", "core.fsmonitor=false")
+"""For git processes we run in someone else's repository (a clone on a drive we write
+location logs into): none of its hooks (``reference-transaction`` runs on every
+``update-ref``) or its fsmonitor command runs."""
+
+
 @dataclass
 class Git:
     """A handle on one git repository for running git commands."""
@@ -58,13 +64,19 @@ class Git:
     work_tree: Path | None
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment for every git process (on top of os.environ)."""
+    config: tuple[str, ...] = ()
+    """``name=value`` settings given to every git process (``-c``), such as
+    :data:`FOREIGN_CONFIG`."""
 
     @property
     def bare(self) -> bool:
         return self.work_tree is None
 
     def base_args(self) -> list[str]:
-        args = ["git", f"--git-dir={self.git_dir}"]
+        args = ["git"]
+        for setting in self.config:
+            args += ["-c", setting]
+        args.append(f"--git-dir={self.git_dir}")
         if self.work_tree is not None:
             args.append(f"--work-tree={self.work_tree}")
         return args

@@ -37,7 +37,7 @@ from annexsync.annex.keys import Key
 from annexsync.annex.locks import Lock, LockBusy, lock_file
 from annexsync.annex.repo import AnnexRepo
 from annexsync.git.config import GitConfig
-from annexsync.git.runner import Git
+from annexsync.git.runner import FOREIGN_CONFIG, Git
 from annexsync.remotes.base import (
     KeyNotPresent,
     Meter,
@@ -410,7 +410,9 @@ class GitLocalRemote(LocalContent):
         from annexsync.transfers.locationlog import LocationRecorder
 
         git_dir, work_tree, _ = self._open()
-        return LocationRecorder(AnnexRepo(Git(git_dir, work_tree)), mode="journal")
+        # Its branch is committed by us: none of the clone's own commands may run.
+        return LocationRecorder(AnnexRepo(Git(git_dir, work_tree, config=FOREIGN_CONFIG)),
+                                mode="journal")
 
     def close(self) -> None:
         return None
