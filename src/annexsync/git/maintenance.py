@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from annexsync.git.config import GitConfig
-from annexsync.git.runner import Git
+from annexsync.git.runner import FOREIGN_CONFIG, Git
 
 DEFAULT_GC_AUTO = 6700
 DEFAULT_PACK_LIMIT = 50
@@ -68,7 +68,8 @@ def maintenance_args(git: Git, cfg: GitConfig, *, foreign: bool) -> list[str] | 
     if foreign:
         if cfg.get("gc.recentobjectshook") is not None:
             return None
-        args += ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+        for setting in FOREIGN_CONFIG:
+            args += ["-c", setting]
     args += ["maintenance", "run", "--auto", "--quiet"]
     if git_version(git) >= _DETACH_OPTION_SINCE:
         detach = cfg.get_bool("maintenance.autodetach", cfg.get_bool("gc.autodetach", True))
