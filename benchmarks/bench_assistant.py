@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from annexsync.testing.daemons import Daemon, wait_for
-from common import cleanup, git_annex, scratch, setup_env, sh
+from common import cleanup, git_annex, objects_in, scratch, setup_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = Path(os.environ.get("ANNEXSYNC_PROBES", ROOT.parent / "shared" / "bench"))
@@ -118,13 +118,6 @@ def measure(tool: str, latency_n: int, burst_n: int, burst_limit: float,
     finally:
         cleanup(base)
     return out
-
-
-def objects_in(repo: Path) -> int:
-    n = 0
-    for _, _, names in os.walk(repo / ".git" / "annex" / "objects"):
-        n += sum(1 for name in names if not name.endswith(".lck"))
-    return n
 
 
 def measure_drive(tool: str, n: int, limit: float) -> str:

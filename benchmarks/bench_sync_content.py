@@ -19,12 +19,11 @@ next creations; see ``on_fresh_ext4.sh``).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 from pathlib import Path
 
-from common import annexsync_bin, cleanup, git_annex, scratch, setup_env, sh
+from common import annexsync_bin, cleanup, git_annex, objects_in, scratch, setup_env, sh
 
 
 def make_source(base: Path, ga: str, files: int) -> Path:
@@ -41,13 +40,6 @@ def make_source(base: Path, ga: str, files: int) -> Path:
     return src
 
 
-def keys_in(repo: Path) -> int:
-    n = 0
-    for _, _, names in os.walk(repo / ".git" / "annex" / "objects"):
-        n += len(names)
-    return n
-
-
 def run(base: Path, src: Path, tool: list[str], name: str, files: int) -> float:
     b = base / name
     sh(base, "git", "clone", "-q", str(src), str(b))
@@ -60,8 +52,8 @@ def run(base: Path, src: Path, tool: list[str], name: str, files: int) -> float:
         raise SystemExit(f"{tool[0]} sync --content failed:\n{t.stdout}{t.stderr}")
     elapsed = float(t.stderr.strip().splitlines()[-1])
     sh(src, "git", "remote", "remove", name)
-    if keys_in(b) != files:
-        raise SystemExit(f"{tool[0]}: {name} holds {keys_in(b)} of {files} keys")
+    if objects_in(b) != files:
+        raise SystemExit(f"{tool[0]}: {name} holds {objects_in(b)} of {files} keys")
     return elapsed
 
 

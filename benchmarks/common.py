@@ -70,3 +70,11 @@ def scratch(prefix: str) -> Path:
 def cleanup(path: Path) -> None:
     subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def objects_in(repo: Path) -> int:
+    """How many keys ``repo``'s object store holds (content lock files aside)."""
+    n = 0
+    for _, _, names in os.walk(repo / ".git" / "annex" / "objects"):
+        n += sum(1 for name in names if not name.endswith(".lck"))
+    return n
