@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ VENV_BIN = Path(sys.executable).parent
 def setup_env() -> dict[str, str]:
     """Pin a hermetic environment for this process (and its children)."""
     home = Path(tempfile.mkdtemp(prefix="annexsync-bench-home."))
+    atexit.register(shutil.rmtree, home, True)  # (172 of them had piled up in /tmp)
     env = hermetic_env(home)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     # Like a normal installation: compiled bytecode is cached (some environments set
